@@ -1,0 +1,1 @@
+pub mod image; pub mod generate;
