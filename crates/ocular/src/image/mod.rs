@@ -1,0 +1,88 @@
+//! The image layer: decode files into RGB pixels, resize them exactly as Pillow does, and turn
+//! them into the normalised channels-first tensors that transformers' image processors produce
+//! on their PIL back-end (transformers 5.24, `image_processing_backends.PilBackend`).
+//!
+//! This is the lowest layer of Ocular: it knows nothing of models. A family's code picks the
+//! processor config out of its checkpoint and calls [`ClipImageProcessorConfig::preprocess`].
+//!
+//! Flow: [`load_image`] / [`decode_image`] (limits checked before decoding) → optional
+//! [`expand_to_square`] → [`resize`] (bit-exact with Pillow) → [`center_crop`] →
+//! [`to_normalized_chw`].
+
+mod clip_processor;
+mod decode;
+mod gif_canvas;
+mod resize;
+mod size;
+#[cfg(test)]
+mod test_fixtures;
+mod transform;
+
+pub use self::clip_processor::{ClipImageProcessorConfig, Preprocessed};
+pub use self::decode::{decode_image, load_image, ImageLimits};
+pub use self::resize::{resize, Filter};
+pub use self::size::SizeSpec;
+pub use self::transform::{center_crop, expand_to_square, to_normalized_chw};
+/// The decoded pixel type used throughout: 8-bit RGB, row-major, interleaved.
+pub use ::image::RgbImage;
+
+/// Everything that can go wrong in the image layer. Each message is one line that names the
+/// file (or the config field) and says what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: no such file")]
+    NotFound { path: String },
+
+    #[error("{path}: cannot read file: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{name}: file is empty (0 bytes)")]
+    Empty { name: String },
+
+    #[error("{name}: not a recognised image format (supported: PNG, JPEG, WebP, GIF, BMP)")]
+    UnknownFormat { name: String },
+
+    #[error("{name}: {format} images are not supported (supported: PNG, JPEG, WebP, GIF, BMP)")]
+    UnsupportedFormat { name: String, format: String },
+
+    #[error("{name}: uses an image feature that is not supported ({detail})")]
+    UnsupportedFeature { name: String, detail: String },
+
+    #[error("{name}: corrupt or truncated image data ({detail})")]
+    Corrupt { name: String, detail: String },
+
+    #[error("{name}: image has zero size ({width}x{height})")]
+    ZeroSize {
+        name: String,
+        width: u32,
+        height: u32,
+    },
+
+    #[error(
+        "{name}: image is {width}x{height} = {pixels} pixels, over the limit of {limit} \
+         (raise it with --max-image-pixels)"
+    )]
+    TooManyPixels {
+        name: String,
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+
+    #[error(
+        "unknown PIL resampling filter code {code} (expected 0 NEAREST, 1 LANCZOS, 2 BILINEAR, \
+         3 BICUBIC, 4 BOX or 5 HAMMING)"
+    )]
+    UnknownFilter { code: u64 },
+
+    #[error("image processor config: `{field}`: {message}")]
+    Config {
+        field: &'static str,
+        message: String,
+    },
+}

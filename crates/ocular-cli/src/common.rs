@@ -1,0 +1,166 @@
+//! Flags every model-using subcommand shares, and loading with progress on stderr.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ocular::image::{load_image, ImageLimits};
+use ocular::load::{LoadOptions, Precision};
+use ocular::pipeline::Pipeline;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model folder in the Hugging Face layout (config.json, *.safetensors, tokenizer.json, ...).
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// Numeric type to compute in.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    pub dtype: Precision,
+    /// Run on this device: cpu, or cuda / cuda:N in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Largest image accepted, in pixels (checked from the header, before decoding).
+    #[arg(long, default_value_t = ImageLimits::default().max_pixels)]
+    pub max_image_pixels: u64,
+    /// No progress messages on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// "loading weights: 42%" on stderr, rewritten in place, at most once per percent.
+fn show_progress(done: u64, total: u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    let pct = if total == 0 { 100 } else { done * 100 / total };
+    if LAST.swap(pct, Ordering::Relaxed) != pct {
+        eprint!("\rloading weights: {pct:>3}%");
+    }
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse()
+}
+
+fn device(name: &str) -> Result<ocular::Device> {
+    match name {
+        "cpu" => Ok(ocular::Device::Cpu),
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal = cuda
+                .strip_prefix("cuda:")
+                .map(str::parse)
+                .transpose()
+                .context("--device: bad CUDA ordinal")?
+                .unwrap_or(0);
+            ocular::Device::new_cuda(ordinal).with_context(|| {
+                format!("--device {cuda}: CUDA is not available (build with --features cuda)")
+            })
+        }
+        other => anyhow::bail!("--device {other:?}: expected cpu, cuda or cuda:N"),
+    }
+}
+
+impl ModelArgs {
+    pub fn limits(&self) -> ImageLimits {
+        ImageLimits {
+            max_pixels: self.max_image_pixels,
+        }
+    }
+
+    pub fn load(&self) -> Result<Pipeline> {
+        let progress: Option<ocular::load::Progress> = if self.quiet {
+            None
+        } else {
+            Some(std::sync::Arc::new(show_progress))
+        };
+        let opts = LoadOptions {
+            precision: self.dtype,
+            device: device(&self.device)?,
+            image_limits: self.limits(),
+            progress,
+        };
+        let start = Instant::now();
+        if !self.quiet {
+            eprintln!("loading {} ...", self.model.display());
+        }
+        let pipeline = Pipeline::load(&self.model, &opts)?;
+        if !self.quiet {
+            let info = pipeline.model.info();
+            eprintln!(
+                "\rloaded {} ({:.1}M parameters, {:?}) in {:.1}s   ",
+                info.family,
+                info.total_parameters() as f64 / 1e6,
+                info.dtype,
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Ok(pipeline)
+    }
+
+    pub fn images(&self, paths: &[PathBuf]) -> Result<Vec<ocular::RgbImage>> {
+        paths
+            .iter()
+            .map(|p| Ok(load_image(p, &self.limits())?))
+            .collect()
+    }
+}
+
+/// Sampling and stopping flags; unset ones take the model's generation_config.json.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GenerationArgs {
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Always take the most likely token (overrides the model's sampling defaults).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = off).
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than min_p times the most likely one (0 = off).
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Penalise tokens already in the sequence (1 = off).
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when the answer contains this text (repeatable); the text is not printed.
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+impl GenerationArgs {
+    pub fn options(&self, pipeline: &Pipeline) -> ocular::pipeline::GenerateOptions {
+        let mut s = pipeline.default_sampling(self.seed);
+        if self.greedy {
+            s.temperature = 0.0;
+        }
+        if let Some(t) = self.temperature {
+            s.temperature = t;
+        }
+        if let Some(k) = self.top_k {
+            s.top_k = k;
+        }
+        if let Some(p) = self.top_p {
+            s.top_p = p;
+        }
+        if let Some(p) = self.min_p {
+            s.min_p = p;
+        }
+        if let Some(r) = self.repetition_penalty {
+            s.repetition_penalty = r;
+        }
+        ocular::pipeline::GenerateOptions {
+            sampling: s,
+            max_new_tokens: self.max_new_tokens,
+            stop: self.stop.clone(),
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! LLaVA (Liu et al. 2023): CLIP ViT features of an inner layer, projected into Llama's
+//! embedding space, replace the `<image>` tokens of the prompt. Follows transformers'
+//! `modeling_llava.py`.
+
+pub mod config;
+pub mod processor;
+
+use candle_core::{DType, Device, Module, Tensor};
+
+use self::config::{LlavaConfig, SelectStrategy};
+use self::processor::LlavaProcessor;
+use super::{DecodeState, MediaInput, ModelInfo, Prepared, VisionLanguageModel};
+use crate::connect::Projector;
+use crate::error::{Error, Result};
+use crate::load::{LoadOptions, ModelDir, WeightIndex};
+use crate::prompt::{placeholders, TextTokenizer};
+use crate::text::{CausalDecoder, Head, RotaryEmbedding, Rotation};
+use crate::vision::ClipVisionTower;
+
+const IMAGE_PLACEHOLDER: &str = "<image>";
+
+/// Where each part's weights live. Checkpoints name them three ways: transformers 5 nests
+/// everything under `model.`, Hub checkpoints of the 4.x era put the language model under
+/// `language_model.model.` and CLIP under `vision_tower.vision_model.`, and 5.24's
+/// `save_pretrained` writes a mix (`language_model.model.`, `vision_tower.` without
+/// `vision_model.`). Each prefix is found by a tensor that must be there.
+struct Layout {
+    text: &'static str,
+    head: &'static str,
+    vision: &'static str,
+    projector: &'static str,
+}
+
+impl Layout {
+    fn detect(index: &WeightIndex, dir: &ModelDir) -> Result<Self> {
+        let find = |what: &str, candidates: &[&'static str], suffix: &str| {
+            candidates
+                .iter()
+                .copied()
+                .find(|p| index.contains(&format!("{p}.{suffix}")))
+                .ok_or_else(|| Error::Weights {
+                    dir: dir.root().to_path_buf(),
+                    message: format!(
+                        "cannot find the {what}: expected one of {}",
+                        candidates
+                            .iter()
+                            .map(|p| format!("{p}.{suffix}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })
+        };
+        let text = find(
+            "language model's embeddings",
+            &["model.language_model", "language_model.model"],
+            "embed_tokens.weight",
+        )?;
+        let vision = find(
+            "vision tower's class embedding",
+            &[
+                "model.vision_tower.vision_model",
+                "model.vision_tower",
+                "vision_tower.vision_model",
+                "vision_tower",
+            ],
+            "embeddings.class_embedding",
+        )?;
+        let projector = find(
+            "projector",
+            &["model.multi_modal_projector", "multi_modal_projector"],
+            "linear_1.weight",
+        )?;
+        let head = if text.starts_with("model.") {
+            "lm_head"
+        } else {
+            "language_model.lm_head"
+        };
+        Ok(Self {
+            text,
+            head,
+            vision,
+            projector,
+        })
+    }
+}
+
+pub struct Llava {
+    config: LlavaConfig,
+    processor: LlavaProcessor,
+    tokenizer: TextTokenizer,
+    vision_tower: ClipVisionTower,
+    feature_layers: Vec<usize>,
+    multi_modal_projector: Projector,
+    language_model: CausalDecoder,
+    rotary: RotaryEmbedding,
+    info: ModelInfo,
+    dtype: DType,
+    device: Device,
+}
+
+impl Llava {
+    pub fn load(dir: &ModelDir, config: serde_json::Value, opts: &LoadOptions) -> Result<Self> {
+        let config_path = dir.path("config.json");
+        let bad_config = |message: String| Error::Config {
+            path: config_path.clone(),
+            message,
+        };
+        let config: LlavaConfig =
+            serde_json::from_value(config).map_err(|e| bad_config(e.to_string()))?;
+        config.validate().map_err(bad_config)?;
+        let text_type = config.text_config_model_type();
+        if text_type != "llama" {
+            return Err(bad_config(format!("text_config.model_type {text_type:?} is not supported for LLaVA yet; supported: llama")));
+        }
+        let feature_layers = config.feature_layers().map_err(bad_config)?;
+        let rotary = config.text_config.rotary().map_err(bad_config)?;
+        let tokenizer = TextTokenizer::load(dir)?;
+        let processor = LlavaProcessor::load(dir)?;
+
+        let index = WeightIndex::read(dir.weight_files()?)?;
+        let layout = Layout::detect(&index, dir)?;
+        let dtype = opts.precision.dtype();
+        let vb = index.var_builder(dtype, &opts.device, opts.progress.clone())?;
+        let weights_err = |e: candle_core::Error| Error::weights(dir.root(), &e);
+
+        let vc = &config.vision_config;
+        let depth = feature_layers.iter().copied().max().unwrap_or(0);
+        let vision_tower =
+            ClipVisionTower::load(vc, depth, vb.pp(layout.vision)).map_err(weights_err)?;
+        let projector_in = vc.hidden_size * feature_layers.len();
+        let multi_modal_projector = Projector::load(
+            config.mm_projector_type,
+            projector_in,
+            config.text_config.hidden_size,
+            config.projector_hidden_act,
+            config.multimodal_projector_bias,
+            vb.pp(layout.projector),
+        )
+        .map_err(weights_err)?;
+        let head = if config.tie_word_embeddings() {
+            Head::Tied
+        } else {
+            Head::Own(vb.pp(layout.head))
+        };
+        let language_model =
+            CausalDecoder::load(config.text_config.decoder_spec(), vb.pp(layout.text), head)
+                .map_err(weights_err)?;
+
+        let info = ModelInfo {
+            family: "llava",
+            model_type: "llava".into(),
+            parameters: vec![
+                ("vision tower", index.count_params(layout.vision)),
+                ("projector", index.count_params(layout.projector)),
+                (
+                    "language model",
+                    index.count_params(layout.text)
+                        + if config.tie_word_embeddings() {
+                            0
+                        } else {
+                            index.count_params(layout.head)
+                        },
+                ),
+            ],
+            dtype,
+            device: format!("{:?}", opts.device),
+        };
+        Ok(Self {
+            config,
+            processor,
+            tokenizer,
+            vision_tower,
+            feature_layers,
+            multi_modal_projector,
+            language_model,
+            rotary,
+            info,
+            dtype,
+            device: opts.device.clone(),
+        })
+    }
+
+    pub fn processor(&self) -> &LlavaProcessor {
+        &self.processor
+    }
+
+    /// Feature vectors one image yields: one per patch, plus CLS under the `full` strategy.
+    fn tokens_per_image(&self, height: usize, width: usize) -> usize {
+        let p = self.config.vision_config.patch_size;
+        let cls = usize::from(self.config.vision_feature_select_strategy == SelectStrategy::Full);
+        (height / p) * (width / p) + cls
+    }
+
+    /// pixels (images, 3, H, W) -> (images, tokens, text hidden)
+    pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor> {
+        let states = self
+            .vision_tower
+            .hidden_states(&pixels.to_dtype(self.dtype)?, &self.feature_layers)?;
+        let selected = states
+            .iter()
+            .map(|s| match self.config.vision_feature_select_strategy {
+                SelectStrategy::Default => s.narrow(1, 1, s.dim(1)? - 1),
+                SelectStrategy::Full => Ok(s.clone()),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let features = Tensor::cat(&selected, 2)?; // (images, tokens, vision hidden * layers)
+        Ok(self.multi_modal_projector.forward(&features)?)
+    }
+
+    fn rotation(&self, start: i64, len: usize) -> Result<Rotation> {
+        let positions: Vec<i64> = (start..start + len as i64).collect();
+        let (cos, sin) = self.rotary.cos_sin(&positions, self.dtype, &self.device)?;
+        Ok(Rotation { cos, sin })
+    }
+
+    /// Text embeddings with each run of image tokens replaced, in order, by image features.
+    fn splice(&self, ids: &[u32], features: Option<Tensor>) -> Result<Tensor> {
+        let ids_t = Tensor::new(ids, &self.device)?;
+        let text = self.language_model.embed(&ids_t)?; // (seq, hidden)
+        let image_positions = ids
+            .iter()
+            .filter(|&&t| t == self.config.image_token_index)
+            .count();
+        let Some(features) = features else {
+            if image_positions > 0 {
+                return Err(Error::Invalid(format!(
+                    "the prompt holds {image_positions} image tokens but no image was given"
+                )));
+            }
+            return Ok(text.unsqueeze(0)?);
+        };
+        let features = features.flatten_to(1)?; // (images * tokens, hidden)
+        let n_features = features.dim(0)?;
+        if n_features != image_positions {
+            return Err(Error::Invalid(format!("the prompt holds {image_positions} image tokens but the images yield {n_features} features")));
+        }
+        // Gather from [text rows; feature rows]: text position i reads row i, the j-th image
+        // position reads row seq + j.
+        let mut next_feature = ids.len() as u32;
+        let rows: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                if t == self.config.image_token_index {
+                    next_feature += 1;
+                    next_feature - 1
+                } else {
+                    i as u32
+                }
+            })
+            .collect();
+        let table = Tensor::cat(&[&text, &features.to_dtype(text.dtype())?], 0)?;
+        Ok(table
+            .index_select(&Tensor::new(rows, &self.device)?, 0)?
+            .unsqueeze(0)?)
+    }
+}
+
+impl VisionLanguageModel for Llava {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    fn image_placeholder(&self) -> &str {
+        IMAGE_PLACEHOLDER
+    }
+
+    fn prepare(
+        &self,
+        text: &str,
+        images: &[::image::RgbImage],
+        add_special_tokens: bool,
+    ) -> Result<Prepared> {
+        let media = images
+            .iter()
+            .map(|img| {
+                let pixels = self.processor.pixel_values(img, &self.device)?;
+                let (_, h, w) = pixels.dims3()?;
+                let p = self.config.vision_config.patch_size;
+                let expected = self.config.vision_config.image_size;
+                if h != expected || w != expected {
+                    return Err(Error::Invalid(format!(
+                        "the image processor yields {h}x{w} pixels but the vision tower takes {expected}x{expected} (check crop_size in the processor config)"
+                    )));
+                }
+                Ok(MediaInput { pixels, grid_thw: [1, h / p, w / p] })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let expanded = placeholders::expand(text, IMAGE_PLACEHOLDER, media.len(), "image", |i| {
+            let [_, gh, gw] = media[i].grid_thw;
+            let p = self.config.vision_config.patch_size;
+            IMAGE_PLACEHOLDER.repeat(self.tokens_per_image(gh * p, gw * p))
+        })?;
+        let ids = self.tokenizer.encode(&expanded, add_special_tokens)?;
+        Ok(Prepared { ids, media })
+    }
+
+    fn new_state(&self) -> DecodeState {
+        DecodeState {
+            cache: self.language_model.new_cache(),
+            next_position: 0,
+        }
+    }
+
+    fn prefill(&self, input: &Prepared, state: &mut DecodeState) -> Result<Tensor> {
+        if input.ids.is_empty() {
+            return Err(Error::Invalid(
+                "the prompt is empty: no tokens to run".into(),
+            ));
+        }
+        let features = if input.media.is_empty() {
+            None
+        } else {
+            let pixels = Tensor::stack(
+                &input.media.iter().map(|m| &m.pixels).collect::<Vec<_>>(),
+                0,
+            )?;
+            Some(self.encode_images(&pixels)?)
+        };
+        let embeds = self.splice(&input.ids, features)?;
+        let rot = self.rotation(state.next_position, input.ids.len())?;
+        let logits = self
+            .language_model
+            .forward(&embeds, &rot, &mut state.cache)?;
+        state.next_position += input.ids.len() as i64;
+        Ok(logits.squeeze(0)?)
+    }
+
+    fn decode(&self, token: u32, state: &mut DecodeState) -> Result<Tensor> {
+        let embeds = self
+            .language_model
+            .embed(&Tensor::new(&[[token]], &self.device)?)?;
+        let rot = self.rotation(state.next_position, 1)?;
+        let logits = self
+            .language_model
+            .forward(&embeds, &rot, &mut state.cache)?;
+        state.next_position += 1;
+        Ok(logits.squeeze(0)?)
+    }
+}

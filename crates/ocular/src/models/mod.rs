@@ -1,0 +1,95 @@
+//! Model families. Each family composes a vision encoder, a connector and a language model,
+//! and implements [`VisionLanguageModel`]; generation, the CLI and serving are written once
+//! against that trait.
+
+pub mod llava;
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::load::{LoadOptions, ModelDir};
+use crate::prompt::TextTokenizer;
+use crate::text::KvCache;
+
+/// A prompt ready for the model: token ids (placeholders expanded) and the media tensors.
+pub struct Prepared {
+    pub ids: Vec<u32>,
+    pub media: Vec<MediaInput>,
+}
+
+/// One preprocessed image (or video), in the layout its family's encoder takes.
+pub struct MediaInput {
+    pub pixels: Tensor,
+    /// (time, height, width) in patches.
+    pub grid_thw: [usize; 3],
+}
+
+/// What a sequence has seen so far: the KV cache and the next position id.
+pub struct DecodeState {
+    pub cache: KvCache,
+    pub next_position: i64,
+}
+
+/// Sizes of a loaded model, for `ocular info`.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub family: &'static str,
+    pub model_type: String,
+    /// (part, parameters) in data-flow order.
+    pub parameters: Vec<(&'static str, usize)>,
+    pub dtype: candle_core::DType,
+    pub device: String,
+}
+
+impl ModelInfo {
+    pub fn total_parameters(&self) -> usize {
+        self.parameters.iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        self.total_parameters() * self.dtype.size_in_bytes()
+    }
+}
+
+pub trait VisionLanguageModel: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+    fn tokenizer(&self) -> &TextTokenizer;
+    /// The text that marks an image in a prompt (`<image>`).
+    fn image_placeholder(&self) -> &str;
+    /// Preprocess the images, expand each placeholder and tokenize, as the family's
+    /// transformers processor does.
+    fn prepare(
+        &self,
+        text: &str,
+        images: &[::image::RgbImage],
+        add_special_tokens: bool,
+    ) -> Result<Prepared>;
+    fn new_state(&self) -> DecodeState;
+    /// Encode the media, splice them into the prompt and run it: f32 logits of the last position.
+    fn prefill(&self, input: &Prepared, state: &mut DecodeState) -> Result<Tensor>;
+    /// One more token: f32 logits for the next.
+    fn decode(&self, token: u32, state: &mut DecodeState) -> Result<Tensor>;
+}
+
+const SUPPORTED: &[&str] = &["llava"];
+
+/// Load the model in `dir`, choosing the family from `config.json`'s `model_type`.
+pub fn load(dir: &ModelDir, opts: &LoadOptions) -> Result<Box<dyn VisionLanguageModel>> {
+    let config = dir.config()?;
+    let model_type = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    match model_type {
+        "llava" => Ok(Box::new(llava::Llava::load(dir, config, opts)?)),
+        "" => Err(Error::Config {
+            path: dir.path("config.json"),
+            message: format!("no `model_type` field; supported: {}", SUPPORTED.join(", ")),
+        }),
+        other => Err(Error::UnsupportedModel {
+            path: dir.path("config.json"),
+            found: other.to_string(),
+            supported: SUPPORTED.to_vec(),
+        }),
+    }
+}

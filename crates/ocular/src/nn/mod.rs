@@ -1,0 +1,8 @@
+//! Building blocks shared by every vision tower and language model: activations and attention.
+//! Written once here so that CLIP, Llama and later families compose them instead of repeating them.
+
+mod activation;
+mod attention;
+
+pub use activation::Activation;
+pub use attention::{causal_mask, repeat_kv, scaled_dot_product_attention};

@@ -1,0 +1,183 @@
+//! The whole path in one place: a loaded model with its chat template and generation
+//! defaults; conversation + images in, streamed text out. The CLI and the server use this.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::generate::{
+    FinishReason as StopReason, GenerationConfig, Sampler, SamplingParams, StopRules, StreamingText,
+};
+use crate::load::{LoadOptions, ModelDir};
+use crate::models::{self, Prepared, VisionLanguageModel};
+use crate::prompt::{ChatTemplate, Message};
+
+pub struct Pipeline {
+    pub model: Box<dyn VisionLanguageModel>,
+    template: Option<ChatTemplate>,
+    pub generation_config: GenerationConfig,
+    eos_ids: Vec<u32>,
+}
+
+pub struct GenerateOptions {
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence token or a stop string.
+    Stop,
+    /// `max_new_tokens` reached.
+    Length,
+}
+
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub finish_reason: FinishReason,
+    /// Seconds to the first new token (media encoding and prefill).
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+impl Generation {
+    pub fn summary(&self) -> String {
+        let rate = if self.decode_secs > 0.0 {
+            (self.tokens.len().saturating_sub(1)) as f64 / self.decode_secs
+        } else {
+            0.0
+        };
+        format!(
+            "{} prompt tokens, {} new tokens; first token after {:.2}s, then {:.1} tokens/s",
+            self.prompt_tokens,
+            self.tokens.len(),
+            self.prefill_secs,
+            rate
+        )
+    }
+}
+
+impl Pipeline {
+    pub fn load(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let dir = ModelDir::open(dir)?;
+        let model = models::load(&dir, opts)?;
+        let template = dir.chat_template()?.map(ChatTemplate::new).transpose()?;
+        let generation_config = match dir.json("generation_config.json")? {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::model_file(dir.path("generation_config.json"), e))?,
+            None => GenerationConfig::default(),
+        };
+        let mut eos_ids = generation_config.eos_ids();
+        if eos_ids.is_empty() {
+            eos_ids = crate::generate::eos_ids_from_model_config(&dir.config()?);
+        }
+        Ok(Self {
+            model,
+            template,
+            generation_config,
+            eos_ids,
+        })
+    }
+
+    /// The sampling the model's generation_config.json asks for.
+    pub fn default_sampling(&self, seed: u64) -> SamplingParams {
+        SamplingParams::from_generation_config(&self.generation_config, seed)
+    }
+
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
+    /// The conversation as prompt text, and whether tokenizing it should add special tokens:
+    /// not when the template already wrote the BOS token (transformers' rule).
+    pub fn render_chat(&self, messages: &[Message]) -> Result<(String, bool)> {
+        let template = self.template.as_ref().ok_or_else(|| {
+            Error::Template("the model folder has no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json); use a raw prompt".into())
+        })?;
+        let tok = self.model.tokenizer();
+        let text = template.render(
+            messages,
+            true,
+            tok.bos_token.as_deref(),
+            tok.eos_token.as_deref(),
+        )?;
+        let has_bos = tok
+            .bos_token
+            .as_deref()
+            .is_some_and(|b| !b.is_empty() && text.starts_with(b));
+        Ok((text, !has_bos))
+    }
+
+    pub fn prepare_chat(
+        &self,
+        messages: &[Message],
+        images: &[::image::RgbImage],
+    ) -> Result<Prepared> {
+        let (text, add_special) = self.render_chat(messages)?;
+        self.model.prepare(&text, images, add_special)
+    }
+
+    /// Text as the family's transformers processor tokenizes it, placeholders expanded.
+    pub fn prepare_raw(&self, text: &str, images: &[::image::RgbImage]) -> Result<Prepared> {
+        self.model.prepare(text, images, true)
+    }
+
+    pub fn last_logits(&self, prepared: &Prepared) -> Result<Vec<f32>> {
+        let mut state = self.model.new_state();
+        Ok(self.model.prefill(prepared, &mut state)?.to_vec1::<f32>()?)
+    }
+
+    /// Generate an answer, calling `on_text` with each piece of text as soon as it is final.
+    pub fn generate(
+        &self,
+        prepared: &Prepared,
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation> {
+        let start = Instant::now();
+        let mut state = self.model.new_state();
+        let mut logits = self.model.prefill(prepared, &mut state)?.to_vec1::<f32>()?;
+        let prefill_secs = start.elapsed().as_secs_f64();
+        let decode_start = Instant::now();
+
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let rules = StopRules::new(self.eos_ids.clone(), opts.max_new_tokens)
+            .with_stop_strings(opts.stop.iter().cloned());
+        let mut stream = StreamingText::new(self.model.tokenizer().inner(), rules, true);
+        // The repetition penalty looks at the prompt too, as in transformers.
+        let mut context = prepared.ids.clone();
+        let mut tokens = Vec::new();
+        let reason = loop {
+            if let Some(r) = stream.finished() {
+                break r.clone();
+            }
+            let token = sampler.sample(&logits, &context);
+            let step = stream.push(token)?;
+            on_text(&step.text);
+            if step.finish != Some(StopReason::Eos) {
+                tokens.push(token);
+            }
+            context.push(token);
+            if let Some(r) = step.finish {
+                break r;
+            }
+            logits = self.model.decode(token, &mut state)?.to_vec1::<f32>()?;
+        };
+        let text = stream.text().to_string();
+        let finish_reason = match reason {
+            StopReason::MaxTokens => FinishReason::Length,
+            StopReason::Eos | StopReason::StopString(_) => FinishReason::Stop,
+        };
+        Ok(Generation {
+            text,
+            tokens,
+            prompt_tokens: prepared.ids.len(),
+            finish_reason,
+            prefill_secs,
+            decode_secs: decode_start.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! From a conversation to token ids: chat templates, media placeholders, the tokenizer.
+
+pub mod placeholders;
+pub mod template;
+pub mod tokenizer;
+
+pub use template::{ChatTemplate, Message, Part};
+pub use tokenizer::TextTokenizer;

@@ -1,0 +1,231 @@
+//! The pre-norm decoder that Llama and Qwen2 share: RMSNorm, rotary self-attention with
+//! grouped-query heads and a KV cache, SwiGLU MLP. Follows transformers' `modeling_llama.py`.
+//! Positions arrive as cos/sin tables so that 1-D RoPE and M-RoPE both plug in.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
+
+use super::kv_cache::KvCache;
+use super::rope::apply_rotary;
+use crate::nn::{causal_mask, repeat_kv, scaled_dot_product_attention, Activation};
+
+/// The shape of a decoder, taken from a family's config.
+#[derive(Debug, Clone)]
+pub struct DecoderSpec {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    pub hidden_act: Activation,
+}
+
+fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear_b(in_dim, out_dim, bias, vb)
+}
+
+struct SelfAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    fn load(s: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+        let (h, hd) = (s.hidden_size, s.head_dim);
+        Ok(Self {
+            q_proj: linear(h, s.num_heads * hd, s.attention_bias, vb.pp("q_proj"))?,
+            k_proj: linear(h, s.num_kv_heads * hd, s.attention_bias, vb.pp("k_proj"))?,
+            v_proj: linear(h, s.num_kv_heads * hd, s.attention_bias, vb.pp("v_proj"))?,
+            o_proj: linear(s.num_heads * hd, h, s.attention_bias, vb.pp("o_proj"))?,
+            num_heads: s.num_heads,
+            num_kv_heads: s.num_kv_heads,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rot: &Rotation,
+        mask: Option<&Tensor>,
+        cache: (&mut KvCache, usize),
+    ) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            // (batch, seq, heads * head_dim) -> (batch, heads, seq, head_dim)
+            t.reshape((b, seq, n, self.head_dim))?.transpose(1, 2)
+        };
+        let q = heads(self.q_proj.forward(x)?, self.num_heads)?;
+        let k = heads(self.k_proj.forward(x)?, self.num_kv_heads)?;
+        let v = heads(self.v_proj.forward(x)?, self.num_kv_heads)?;
+        let q = apply_rotary(&q, &rot.cos, &rot.sin)?;
+        let k = apply_rotary(&k, &rot.cos, &rot.sin)?;
+        let (cache, layer) = cache;
+        let (k, v) = cache.append(layer, &k, &v.contiguous()?)?;
+        let n_rep = self.num_heads / self.num_kv_heads;
+        let (k, v) = (repeat_kv(&k, n_rep)?, repeat_kv(&v, n_rep)?);
+        let out =
+            scaled_dot_product_attention(&q, &k, &v, 1.0 / (self.head_dim as f64).sqrt(), mask)?;
+        // (batch, heads, seq, head_dim) -> (batch, seq, heads * head_dim)
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, seq, self.num_heads * self.head_dim))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// SwiGLU: down(act(gate(x)) * up(x)).
+struct GatedMlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    act: Activation,
+}
+
+impl GatedMlp {
+    fn load(s: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (s.hidden_size, s.intermediate_size);
+        Ok(Self {
+            gate_proj: linear(h, i, s.mlp_bias, vb.pp("gate_proj"))?,
+            up_proj: linear(h, i, s.mlp_bias, vb.pp("up_proj"))?,
+            down_proj: linear(i, h, s.mlp_bias, vb.pp("down_proj"))?,
+            act: s.hidden_act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.act.apply(&self.gate_proj.forward(x)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+struct DecoderLayer {
+    self_attn: SelfAttention,
+    mlp: GatedMlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn load(s: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            self_attn: SelfAttention::load(s, vb.pp("self_attn"))?,
+            mlp: GatedMlp::load(s, vb.pp("mlp"))?,
+            input_layernorm: candle_nn::rms_norm(
+                s.hidden_size,
+                s.rms_norm_eps,
+                vb.pp("input_layernorm"),
+            )?,
+            post_attention_layernorm: candle_nn::rms_norm(
+                s.hidden_size,
+                s.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rot: &Rotation,
+        mask: Option<&Tensor>,
+        cache: (&mut KvCache, usize),
+    ) -> Result<Tensor> {
+        let x =
+            (x + self
+                .self_attn
+                .forward(&self.input_layernorm.forward(x)?, rot, mask, cache)?)?;
+        &x + self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?
+    }
+}
+
+/// cos and sin for the positions of this step, each (seq, head_dim / 2).
+pub struct Rotation {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+/// Token embeddings, decoder layers, final norm and the output head.
+pub struct CausalDecoder {
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    spec: DecoderSpec,
+}
+
+/// Where the output head's weight comes from.
+pub enum Head<'a> {
+    /// The transposed input embedding (`tie_word_embeddings`).
+    Tied,
+    /// Its own tensor under this prefix (`lm_head`).
+    Own(VarBuilder<'a>),
+}
+
+impl CausalDecoder {
+    /// `vb` points at the text model (`embed_tokens`, `layers`, `norm`).
+    pub fn load(spec: DecoderSpec, vb: VarBuilder, head: Head) -> Result<Self> {
+        let embed_tokens =
+            candle_nn::embedding(spec.vocab_size, spec.hidden_size, vb.pp("embed_tokens"))?;
+        let layers = (0..spec.num_layers)
+            .map(|i| DecoderLayer::load(&spec, vb.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = candle_nn::rms_norm(spec.hidden_size, spec.rms_norm_eps, vb.pp("norm"))?;
+        let lm_head = match head {
+            Head::Tied => Linear::new(embed_tokens.embeddings().clone(), None),
+            Head::Own(vb) => candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, vb)?,
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            spec,
+        })
+    }
+
+    pub fn spec(&self) -> &DecoderSpec {
+        &self.spec
+    }
+
+    /// (batch, seq) ids -> (batch, seq, hidden) embeddings.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        self.embed_tokens.forward(ids)
+    }
+
+    /// Run `embeds` (batch, seq, hidden) after the cached positions; returns f32 logits of the
+    /// last position (batch, vocab). Only the last position goes through the head: that is
+    /// all generation needs.
+    pub fn forward(&self, embeds: &Tensor, rot: &Rotation, cache: &mut KvCache) -> Result<Tensor> {
+        let seq = embeds.dim(1)?;
+        let offset = cache.seq_len();
+        let mask = if seq > 1 {
+            Some(causal_mask(seq, offset, embeds.device())?)
+        } else {
+            None
+        };
+        let mut x = embeds.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, rot, mask.as_ref(), (cache, i))?;
+        }
+        let last = x.narrow(1, seq - 1, 1)?;
+        let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
+        logits.squeeze(1)?.to_dtype(candle_core::DType::F32)
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+}
