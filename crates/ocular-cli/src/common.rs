@@ -1,6 +1,8 @@
 //! Flags every model-using subcommand shares, and loading with progress on stderr.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -27,13 +29,22 @@ pub struct ModelArgs {
     pub quiet: bool,
 }
 
-/// "loading weights: 42%" on stderr, rewritten in place, at most once per percent.
+static PROGRESS_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// "loading weights: 42%" on a terminal's stderr, rewritten in place, at most once per percent.
 fn show_progress(done: u64, total: u64) {
-    use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
     let pct = if total == 0 { 100 } else { done * 100 / total };
     if LAST.swap(pct, Ordering::Relaxed) != pct {
+        PROGRESS_OPEN.store(true, Ordering::Relaxed);
         eprint!("\rloading weights: {pct:>3}%");
+    }
+}
+
+/// Ends an unfinished progress line, so that what follows starts on its own line.
+pub fn end_progress_line() {
+    if PROGRESS_OPEN.swap(false, Ordering::Relaxed) {
+        eprintln!();
     }
 }
 
@@ -83,10 +94,11 @@ impl ModelArgs {
             eprintln!("loading {} ...", self.model.display());
         }
         let pipeline = Pipeline::load(&self.model, &opts)?;
+        end_progress_line();
         if !self.quiet {
             let info = pipeline.model.info();
             eprintln!(
-                "\rloaded {} ({:.1}M parameters, {:?}) in {:.1}s   ",
+                "loaded {} ({:.1}M parameters, {:?}) in {:.1}s",
                 info.family,
                 info.total_parameters() as f64 / 1e6,
                 info.dtype,

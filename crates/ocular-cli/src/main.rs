@@ -40,6 +40,7 @@ fn main() {
         Command::Info(a) => info::main(a),
     };
     if let Err(e) = result {
+        common::end_progress_line();
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -32,9 +32,13 @@ fn expect_error(o: &Output, code: i32, needles: &[&str]) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
-    let last = err.lines().last().unwrap_or_default();
+    // One line says it all (clap adds a usage hint after its line).
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
     for n in needles {
-        assert!(last.contains(n), "error line {last:?} should mention {n:?}");
+        assert!(line.contains(n), "error line {line:?} should mention {n:?}");
     }
 }
 
@@ -374,4 +378,100 @@ fn placeholder_count_must_match_the_images() {
         "<image> none given",
     ]);
     expect_error(&out, 1, &["1 <image> placeholder(s) but 0 image(s)"]);
+}
+
+#[test]
+fn half_precision_runs_and_bf16_on_cpu_is_refused_clearly() {
+    let dir = fixture("one_image");
+    let (model, img) = (dir.join("model"), dir.join("img0.png"));
+    let (model, img) = (model.to_str().unwrap(), img.to_str().unwrap());
+    let out = ocular(&[
+        "run",
+        "-q",
+        "--dtype",
+        "f16",
+        "--greedy",
+        "--max-new-tokens",
+        "4",
+        "--model",
+        model,
+        "--image",
+        img,
+        "hi",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).trim().is_empty());
+    expect_error(
+        &ocular(&[
+            "run", "--dtype", "bf16", "--model", model, "--image", img, "hi",
+        ]),
+        1,
+        &["bf16", "f32 or f16"],
+    );
+    expect_error(
+        &ocular(&["run", "--dtype", "f8", "--model", model, "hi"]),
+        2,
+        &["f8"],
+    );
+}
+
+#[test]
+fn chat_keeps_the_conversation_and_survives_a_bad_image() {
+    let dir = fixture("one_image");
+    let meta = case_json("one_image");
+    let text_of = |m: &Value| {
+        m["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["type"] == "text")
+            .unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (system, question) = (
+        text_of(&meta["chat_messages"][0]),
+        text_of(&meta["chat_messages"][1]),
+    );
+    let input = format!(
+        "/image /nonexistent.png\n/image {}\n{question}\nAnd then?\n/exit\n",
+        dir.join("img0.png").display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocular"))
+        .args([
+            "chat",
+            "-q",
+            "--greedy",
+            "--max-new-tokens",
+            "16",
+            "--system",
+            &system,
+            "--model",
+            dir.join("model").to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent.png: no such file"),
+        "{}",
+        stderr(&out)
+    );
+    // The first answer is transformers' answer to the same first turn; a second answer follows.
+    let answers = stdout(&out);
+    let first = format!("{}\n", meta["chat_greedy_text"].as_str().unwrap());
+    assert!(answers.starts_with(&first), "{answers:?}");
+    assert!(answers.len() > first.len(), "second turn answered");
 }

@@ -47,14 +47,19 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
-    #[error("tensor computation failed: {0}")]
+    #[error("tensor computation failed: {}", first_line(.0))]
     Tensor(#[from] candle_core::Error),
+}
+
+/// candle appends a backtrace to its messages when RUST_BACKTRACE is set; users get one line.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 impl Error {
     /// A tensor-loading failure; candle may append a backtrace, which is not for users.
     pub fn weights(dir: &std::path::Path, e: &candle_core::Error) -> Self {
-        let message = e.to_string().lines().next().unwrap_or_default().to_string();
+        let message = first_line(e);
         Self::Weights {
             dir: dir.to_path_buf(),
             message,

@@ -75,6 +75,11 @@ const SUPPORTED: &[&str] = &["llava"];
 
 /// Load the model in `dir`, choosing the family from `config.json`'s `model_type`.
 pub fn load(dir: &ModelDir, opts: &LoadOptions) -> Result<Box<dyn VisionLanguageModel>> {
+    if opts.precision == crate::load::Precision::Bf16 && opts.device.is_cpu() {
+        return Err(Error::Invalid(
+            "--dtype bf16 needs a GPU: the CPU tensor backend has no bf16 matrix multiply; use f32 or f16 on the CPU".into(),
+        ));
+    }
     let config = dir.config()?;
     let model_type = config
         .get("model_type")
