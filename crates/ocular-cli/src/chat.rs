@@ -28,9 +28,7 @@ pub fn main(args: Args) -> Result<()> {
     let mut pending_images = 0;
     let interactive = !args.model.quiet;
     if interactive {
-        eprintln!(
-            "chat: type a message; /image PATH attaches an image, /reset starts over, /exit leaves"
-        );
+        eprintln!("chat: type a message; /image PATH attaches an image, /reset starts over, /exit leaves");
     }
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
@@ -62,11 +60,7 @@ pub fn main(args: Args) -> Result<()> {
                     images.append(&mut img);
                     pending_images += 1;
                     if interactive {
-                        eprintln!(
-                            "attached {} (image {} of this chat)",
-                            path.trim(),
-                            images.len()
-                        );
+                        eprintln!("attached {} (image {} of this chat)", path.trim(), images.len());
                     }
                 }
                 Err(e) => eprintln!("error: {e:#}"),
@@ -74,7 +68,8 @@ pub fn main(args: Args) -> Result<()> {
             continue;
         }
         history.push(Message::user(line, pending_images));
-        let prepared = match pipeline.prepare_chat(&history, &images) {
+        let media = ocular::models::Media::images(images.clone());
+        let prepared = match pipeline.prepare_chat(&history, &media) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -87,12 +82,7 @@ pub fn main(args: Args) -> Result<()> {
             let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
         })?;
         writeln!(out)?;
-        history.push(Message::new(
-            "assistant",
-            vec![Part::Text {
-                text: generation.text.trim().to_string(),
-            }],
-        ));
+        history.push(Message::new("assistant", vec![Part::Text { text: generation.text.trim().to_string() }]));
     }
     Ok(())
 }

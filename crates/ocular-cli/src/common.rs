@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use ocular::image::{load_image, ImageLimits};
+use ocular::image::{load_image, load_video, FrameSampling, ImageLimits};
 use ocular::load::{LoadOptions, Precision};
+use ocular::models::Media;
 use ocular::pipeline::Pipeline;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -62,9 +63,8 @@ fn device(name: &str) -> Result<ocular::Device> {
                 .transpose()
                 .context("--device: bad CUDA ordinal")?
                 .unwrap_or(0);
-            ocular::Device::new_cuda(ordinal).with_context(|| {
-                format!("--device {cuda}: CUDA is not available (build with --features cuda)")
-            })
+            ocular::Device::new_cuda(ordinal)
+                .with_context(|| format!("--device {cuda}: CUDA is not available (build with --features cuda)"))
         }
         other => anyhow::bail!("--device {other:?}: expected cpu, cuda or cuda:N"),
     }
@@ -72,23 +72,17 @@ fn device(name: &str) -> Result<ocular::Device> {
 
 impl ModelArgs {
     pub fn limits(&self) -> ImageLimits {
-        ImageLimits {
-            max_pixels: self.max_image_pixels,
-        }
+        ImageLimits { max_pixels: self.max_image_pixels }
     }
 
     pub fn load(&self) -> Result<Pipeline> {
-        let progress: Option<ocular::load::Progress> = if self.quiet {
+        let progress: Option<ocular::load::Progress> = if self.quiet || !std::io::stderr().is_terminal() {
             None
         } else {
             Some(std::sync::Arc::new(show_progress))
         };
-        let opts = LoadOptions {
-            precision: self.dtype,
-            device: device(&self.device)?,
-            image_limits: self.limits(),
-            progress,
-        };
+        let opts =
+            LoadOptions { precision: self.dtype, device: device(&self.device)?, image_limits: self.limits(), progress };
         let start = Instant::now();
         if !self.quiet {
             eprintln!("loading {} ...", self.model.display());
@@ -109,10 +103,7 @@ impl ModelArgs {
     }
 
     pub fn images(&self, paths: &[PathBuf]) -> Result<Vec<ocular::RgbImage>> {
-        paths
-            .iter()
-            .map(|p| Ok(load_image(p, &self.limits())?))
-            .collect()
+        paths.iter().map(|p| Ok(load_image(p, &self.limits())?)).collect()
     }
 }
 
@@ -169,10 +160,44 @@ impl GenerationArgs {
         if let Some(r) = self.repetition_penalty {
             s.repetition_penalty = r;
         }
-        ocular::pipeline::GenerateOptions {
-            sampling: s,
-            max_new_tokens: self.max_new_tokens,
-            stop: self.stop.clone(),
-        }
+        ocular::pipeline::GenerateOptions { sampling: s, max_new_tokens: self.max_new_tokens, stop: self.stop.clone() }
+    }
+}
+
+/// Images and videos to attach, in the order of their placeholders.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MediaArgs {
+    /// An image; repeat for several.
+    #[arg(long)]
+    pub image: Vec<PathBuf>,
+    /// A video: a folder of frames (sorted by name), an animated GIF, or a video file (needs
+    /// ffmpeg on PATH); repeat for several.
+    #[arg(long)]
+    pub video: Vec<PathBuf>,
+    /// Sample video frames at this rate (default: every frame).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Keep at most this many frames per video, evenly spaced.
+    #[arg(long)]
+    pub max_frames: Option<usize>,
+    /// Smallest image area in pixels after resizing (Qwen2-VL; default: the model's).
+    #[arg(long)]
+    pub min_pixels: Option<u64>,
+    /// Largest image area in pixels after resizing (Qwen2-VL; default: the model's).
+    #[arg(long)]
+    pub max_pixels: Option<u64>,
+}
+
+impl MediaArgs {
+    pub fn load(&self, model: &ModelArgs) -> Result<Media> {
+        let sampling = FrameSampling { fps: self.fps, max_frames: self.max_frames, source_fps: None };
+        let videos =
+            self.video.iter().map(|p| Ok(load_video(p, &model.limits(), &sampling)?)).collect::<Result<Vec<_>>>()?;
+        Ok(Media {
+            images: model.images(&self.image)?,
+            videos,
+            min_pixels: self.min_pixels,
+            max_pixels: self.max_pixels,
+        })
     }
 }

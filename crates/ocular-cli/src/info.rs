@@ -17,11 +17,7 @@ pub fn main(args: Args) -> Result<()> {
     let pipeline = args.model.load()?;
     let info = pipeline.model.info();
     if args.json {
-        let parts: serde_json::Map<_, _> = info
-            .parameters
-            .iter()
-            .map(|(k, v)| (k.to_string(), (*v).into()))
-            .collect();
+        let parts: serde_json::Map<_, _> = info.parameters.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
         println!(
             "{}",
             serde_json::json!({
@@ -39,15 +35,8 @@ pub fn main(args: Args) -> Result<()> {
     for (part, n) in &info.parameters {
         println!("{:<13}{:>14} parameters", format!("{part}:"), fmt_count(*n));
     }
-    println!(
-        "{:<13}{:>14} parameters",
-        "total:",
-        fmt_count(info.total_parameters())
-    );
-    println!(
-        "memory:      {:.1} MiB of weights",
-        info.weight_bytes() as f64 / (1024.0 * 1024.0)
-    );
+    println!("{:<13}{:>14} parameters", "total:", fmt_count(info.total_parameters()));
+    println!("memory:      {:.1} MiB of weights", info.weight_bytes() as f64 / (1024.0 * 1024.0));
     Ok(())
 }
 

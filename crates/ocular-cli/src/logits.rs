@@ -2,19 +2,18 @@
 //! `{"token_ids": [...], "logits": [...]}`: the input ids after placeholders are expanded and
 //! the f32 logits at the last position.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 
-use crate::common::ModelArgs;
+use ocular::prompt::Message;
+
+use crate::common::{MediaArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// An image; repeat for several, in the order of their placeholders.
-    #[arg(long)]
-    image: Vec<PathBuf>,
+    #[command(flatten)]
+    media: MediaArgs,
     /// The prompt text.
     #[arg(long)]
     prompt: String,
@@ -26,19 +25,14 @@ pub struct Args {
 
 pub fn main(args: Args) -> Result<()> {
     let pipeline = args.model.load()?;
-    let images = args.model.images(&args.image)?;
+    let media = args.media.load(&args.model)?;
     let prepared = if args.raw {
-        pipeline.prepare_raw(&args.prompt, &images)?
+        pipeline.prepare_raw(&args.prompt, &media)?
     } else {
-        pipeline.prepare_chat(
-            &[ocular::prompt::Message::user(&args.prompt, images.len())],
-            &images,
-        )?
+        let message = Message::user_with_media(&args.prompt, media.images.len(), media.videos.len());
+        pipeline.prepare_chat(&[message], &media)?
     };
     let logits = pipeline.last_logits(&prepared)?;
-    println!(
-        "{}",
-        serde_json::json!({ "token_ids": prepared.ids, "logits": logits })
-    );
+    println!("{}", serde_json::json!({ "token_ids": prepared.ids, "logits": logits }));
     Ok(())
 }

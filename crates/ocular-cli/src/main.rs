@@ -9,11 +9,7 @@ mod run;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "ocular",
-    version,
-    about = "Vision-language models: caption, answer, chat about images."
-)]
+#[command(name = "ocular", version, about = "Vision-language models: caption, answer, chat about images.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

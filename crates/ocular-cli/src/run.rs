@@ -1,12 +1,11 @@
 //! `ocular run`: one turn with the model's chat template, the answer streamed to stdout.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Result;
 use ocular::prompt::Message;
 
-use crate::common::{GenerationArgs, ModelArgs};
+use crate::common::{GenerationArgs, MediaArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,20 +16,19 @@ pub struct Args {
     /// A system message before the question.
     #[arg(long)]
     system: Option<String>,
-    /// An image to ask about; repeat for several.
-    #[arg(long)]
-    image: Vec<PathBuf>,
+    #[command(flatten)]
+    media: MediaArgs,
     /// What to ask.
     prompt: String,
 }
 
 pub fn main(args: Args) -> Result<()> {
-    let images = args.model.images(&args.image)?;
+    let media = args.media.load(&args.model)?;
     let pipeline = args.model.load()?;
     let options = args.generation.options(&pipeline);
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::system(s)).collect();
-    messages.push(Message::user(&args.prompt, images.len()));
-    let prepared = pipeline.prepare_chat(&messages, &images)?;
+    messages.push(Message::user_with_media(&args.prompt, media.images.len(), media.videos.len()));
+    let prepared = pipeline.prepare_chat(&messages, &media)?;
     let mut out = std::io::stdout().lock();
     let generation = pipeline.generate(&prepared, &options, &mut |text| {
         // A closed pipe (`| head`) ends the answer early; nothing else to do about it.

@@ -7,16 +7,11 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/llava")
-        .join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llava").join(case)
 }
 
 fn ocular(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ocular"))
-        .args(args)
-        .output()
-        .expect("run ocular")
+    Command::new(env!("CARGO_BIN_EXE_ocular")).args(args).output().expect("run ocular")
 }
 
 fn stdout(o: &Output) -> String {
@@ -33,10 +28,7 @@ fn expect_error(o: &Output, code: i32, needles: &[&str]) {
     assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
     // One line says it all (clap adds a usage hint after its line).
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_default();
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
     for n in needles {
         assert!(line.contains(n), "error line {line:?} should mention {n:?}");
     }
@@ -76,8 +68,7 @@ impl Drop for Scratch {
 }
 
 fn case_json(case: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(case).join("case.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixture(case).join("case.json")).unwrap()).unwrap()
 }
 
 #[test]
@@ -86,20 +77,12 @@ fn run_prints_the_same_greedy_text_as_transformers() {
     let meta = case_json("one_image");
     // The fixture's conversation: a system message, then one image and a question.
     let text_of = |m: &Value| {
-        m["content"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["type"] == "text")
-            .unwrap()["text"]
+        m["content"].as_array().unwrap().iter().find(|p| p["type"] == "text").unwrap()["text"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    let (system, question) = (
-        text_of(&meta["chat_messages"][0]),
-        text_of(&meta["chat_messages"][1]),
-    );
+    let (system, question) = (text_of(&meta["chat_messages"][0]), text_of(&meta["chat_messages"][1]));
     let out = ocular(&[
         "run",
         "--quiet",
@@ -115,21 +98,15 @@ fn run_prints_the_same_greedy_text_as_transformers() {
         &question,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        format!("{}\n", meta["chat_greedy_text"].as_str().unwrap())
-    );
+    assert_eq!(stdout(&out), format!("{}\n", meta["chat_greedy_text"].as_str().unwrap()));
 }
 
 #[test]
 fn logits_raw_follows_the_contract() {
     let dir = fixture("two_images");
     let meta = case_json("two_images");
-    let reference = candle_core::safetensors::load(
-        dir.join("reference.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &candle_core::Device::Cpu).unwrap();
     let mut args = vec![
         "logits".to_string(),
         "--quiet".into(),
@@ -143,18 +120,10 @@ fn logits_raw_follows_the_contract() {
     }
     args.push("--prompt".into());
     args.push(meta["raw_prompt"].as_str().unwrap().into());
-    let out = Command::new(env!("CARGO_BIN_EXE_ocular"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ocular")).args(&args).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let json: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
-    let ids: Vec<i64> = json["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let ids: Vec<i64> = json["token_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     let want_ids = reference["input_ids"]
         .flatten_all()
         .unwrap()
@@ -163,35 +132,16 @@ fn logits_raw_follows_the_contract() {
         .to_vec1::<i64>()
         .unwrap();
     assert_eq!(ids, want_ids);
-    let logits: Vec<f64> = json["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let want = reference["logits_last"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let logits: Vec<f64> = json["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want = reference["logits_last"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(logits.len(), want.len());
-    let d = logits
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - *b as f64).abs())
-        .fold(0.0, f64::max);
+    let d = logits.iter().zip(&want).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
     assert!(d <= 1e-4, "logits differ by {d}");
 }
 
 #[test]
 fn info_names_the_parts() {
-    let out = ocular(&[
-        "info",
-        "--quiet",
-        "--json",
-        "--model",
-        fixture("one_image").join("model").to_str().unwrap(),
-    ]);
+    let out = ocular(&["info", "--quiet", "--json", "--model", fixture("one_image").join("model").to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json["family"], "llava");
@@ -209,39 +159,20 @@ fn usage_errors_exit_2() {
 #[test]
 fn missing_config_is_named() {
     let s = Scratch::empty("noconfig");
-    expect_error(
-        &ocular(&["info", "--model", s.path()]),
-        1,
-        &["config.json", "missing"],
-    );
-    expect_error(
-        &ocular(&["info", "--model", "/nonexistent/model"]),
-        1,
-        &["/nonexistent/model", "not found"],
-    );
+    expect_error(&ocular(&["info", "--model", s.path()]), 1, &["config.json", "missing"]);
+    expect_error(&ocular(&["info", "--model", "/nonexistent/model"]), 1, &["/nonexistent/model", "not found"]);
 }
 
 #[test]
 fn unsupported_model_type_lists_the_supported_ones() {
     let s = Scratch::empty("bert");
     std::fs::write(s.0.join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
-    expect_error(
-        &ocular(&["info", "--model", s.path()]),
-        1,
-        &["\"bert\"", "supported: llava"],
-    );
+    expect_error(&ocular(&["info", "--model", s.path()]), 1, &["\"bert\"", "supported: llava"]);
     std::fs::write(s.0.join("config.json"), "{ not json").unwrap();
-    expect_error(
-        &ocular(&["info", "--model", s.path()]),
-        1,
-        &["config.json", "not valid JSON"],
-    );
+    expect_error(&ocular(&["info", "--model", s.path()]), 1, &["config.json", "not valid JSON"]);
 }
 
-fn rewrite_weights(
-    s: &Scratch,
-    edit: impl FnOnce(&mut std::collections::HashMap<String, candle_core::Tensor>),
-) {
+fn rewrite_weights(s: &Scratch, edit: impl FnOnce(&mut std::collections::HashMap<String, candle_core::Tensor>)) {
     let path = s.0.join("model.safetensors");
     let mut tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
     edit(&mut tensors);
@@ -255,11 +186,7 @@ fn missing_tensor_is_named() {
     rewrite_weights(&s, |t| {
         t.remove(name).expect("fixture has the tensor");
     });
-    expect_error(
-        &ocular(&["info", "--model", s.path()]),
-        1,
-        &[name, "cannot find"],
-    );
+    expect_error(&ocular(&["info", "--model", s.path()]), 1, &[name, "cannot find"]);
 }
 
 #[test]
@@ -276,11 +203,7 @@ fn wrongly_shaped_tensor_names_both_shapes() {
     });
     let expected = format!("{:?}", shapes.0);
     let found = format!("{:?}", shapes.1);
-    expect_error(
-        &ocular(&["info", "--model", s.path()]),
-        1,
-        &[name, &expected, &found],
-    );
+    expect_error(&ocular(&["info", "--model", s.path()]), 1, &[name, &expected, &found]);
 }
 
 #[test]
@@ -289,11 +212,7 @@ fn truncated_weights_are_reported() {
     let path = s.0.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    expect_error(
-        &ocular(&["info", "--model", s.path()]),
-        1,
-        &["model.safetensors", "truncated or corrupt"],
-    );
+    expect_error(&ocular(&["info", "--model", s.path()]), 1, &["model.safetensors", "truncated or corrupt"]);
 }
 
 #[test]
@@ -303,53 +222,21 @@ fn bad_images_are_reported_before_loading_the_model() {
     let model = model.to_str().unwrap();
     let cases: [(&str, &[u8], &[&str]); 3] = [
         ("empty.png", b"", &["empty.png", "empty"]),
-        (
-            "garbage.png",
-            b"\x89PNG\r\n\x1a\nthis is not really a png",
-            &["garbage.png"],
-        ),
-        (
-            "notes.png",
-            b"just some text, not an image at all",
-            &["notes.png", "not a recognised image format"],
-        ),
+        ("garbage.png", b"\x89PNG\r\n\x1a\nthis is not really a png", &["garbage.png"]),
+        ("notes.png", b"just some text, not an image at all", &["notes.png", "not a recognised image format"]),
     ];
     for (name, bytes, needles) in cases {
         let p = s.0.join(name);
         std::fs::write(&p, bytes).unwrap();
-        expect_error(
-            &ocular(&[
-                "run",
-                "--model",
-                model,
-                "--image",
-                p.to_str().unwrap(),
-                "hi",
-            ]),
-            1,
-            needles,
-        );
+        expect_error(&ocular(&["run", "--model", model, "--image", p.to_str().unwrap(), "hi"]), 1, needles);
     }
     let img = fixture("one_image").join("img0.png");
     expect_error(
-        &ocular(&[
-            "run",
-            "--model",
-            model,
-            "--max-image-pixels",
-            "100",
-            "--image",
-            img.to_str().unwrap(),
-            "hi",
-        ]),
+        &ocular(&["run", "--model", model, "--max-image-pixels", "100", "--image", img.to_str().unwrap(), "hi"]),
         1,
         &["img0.png", "over the limit of 100"],
     );
-    expect_error(
-        &ocular(&["run", "--model", model, "--image", "/nonexistent.png", "hi"]),
-        1,
-        &["/nonexistent.png"],
-    );
+    expect_error(&ocular(&["run", "--model", model, "--image", "/nonexistent.png", "hi"]), 1, &["/nonexistent.png"]);
 }
 
 #[test]
@@ -368,15 +255,8 @@ fn placeholder_count_must_match_the_images() {
         "<image><image> two?",
     ]);
     expect_error(&out, 1, &["2 <image> placeholder(s) but 1 image(s)"]);
-    let out = ocular(&[
-        "logits",
-        "--quiet",
-        "--raw",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "<image> none given",
-    ]);
+    let out =
+        ocular(&["logits", "--quiet", "--raw", "--model", model.to_str().unwrap(), "--prompt", "<image> none given"]);
     expect_error(&out, 1, &["1 <image> placeholder(s) but 0 image(s)"]);
 }
 
@@ -402,17 +282,11 @@ fn half_precision_runs_and_bf16_on_cpu_is_refused_clearly() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).trim().is_empty());
     expect_error(
-        &ocular(&[
-            "run", "--dtype", "bf16", "--model", model, "--image", img, "hi",
-        ]),
+        &ocular(&["run", "--dtype", "bf16", "--model", model, "--image", img, "hi"]),
         1,
         &["bf16", "f32 or f16"],
     );
-    expect_error(
-        &ocular(&["run", "--dtype", "f8", "--model", model, "hi"]),
-        2,
-        &["f8"],
-    );
+    expect_error(&ocular(&["run", "--dtype", "f8", "--model", model, "hi"]), 2, &["f8"]);
 }
 
 #[test]
@@ -420,24 +294,14 @@ fn chat_keeps_the_conversation_and_survives_a_bad_image() {
     let dir = fixture("one_image");
     let meta = case_json("one_image");
     let text_of = |m: &Value| {
-        m["content"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["type"] == "text")
-            .unwrap()["text"]
+        m["content"].as_array().unwrap().iter().find(|p| p["type"] == "text").unwrap()["text"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    let (system, question) = (
-        text_of(&meta["chat_messages"][0]),
-        text_of(&meta["chat_messages"][1]),
-    );
-    let input = format!(
-        "/image /nonexistent.png\n/image {}\n{question}\nAnd then?\n/exit\n",
-        dir.join("img0.png").display()
-    );
+    let (system, question) = (text_of(&meta["chat_messages"][0]), text_of(&meta["chat_messages"][1]));
+    let input =
+        format!("/image /nonexistent.png\n/image {}\n{question}\nAnd then?\n/exit\n", dir.join("img0.png").display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_ocular"))
         .args([
             "chat",
@@ -456,19 +320,10 @@ fn chat_keeps_the_conversation_and_survives_a_bad_image() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("/nonexistent.png: no such file"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("/nonexistent.png: no such file"), "{}", stderr(&out));
     // The first answer is transformers' answer to the same first turn; a second answer follows.
     let answers = stdout(&out);
     let first = format!("{}\n", meta["chat_greedy_text"].as_str().unwrap());

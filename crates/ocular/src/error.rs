@@ -13,11 +13,7 @@ pub enum Error {
     ModelFile { path: PathBuf, message: String },
 
     #[error("{}: unsupported model_type {found:?}; supported: {}", path.display(), supported.join(", "))]
-    UnsupportedModel {
-        path: PathBuf,
-        found: String,
-        supported: Vec<&'static str>,
-    },
+    UnsupportedModel { path: PathBuf, found: String, supported: Vec<&'static str> },
 
     #[error("{}: invalid config: {message}", path.display())]
     Config { path: PathBuf, message: String },
@@ -25,15 +21,8 @@ pub enum Error {
     #[error("weights in {}: {message}", dir.display())]
     Weights { dir: PathBuf, message: String },
 
-    #[error(
-        "the prompt has {placeholders} {token} placeholder(s) but {media} {kind}(s) were given"
-    )]
-    PlaceholderMismatch {
-        placeholders: usize,
-        media: usize,
-        token: String,
-        kind: &'static str,
-    },
+    #[error("the prompt has {placeholders} {token} placeholder(s) but {media} {kind}(s) were given")]
+    PlaceholderMismatch { placeholders: usize, media: usize, token: String, kind: &'static str },
 
     #[error(transparent)]
     Generate(#[from] crate::generate::GenerateError),
@@ -60,16 +49,10 @@ impl Error {
     /// A tensor-loading failure; candle may append a backtrace, which is not for users.
     pub fn weights(dir: &std::path::Path, e: &candle_core::Error) -> Self {
         let message = first_line(e);
-        Self::Weights {
-            dir: dir.to_path_buf(),
-            message,
-        }
+        Self::Weights { dir: dir.to_path_buf(), message }
     }
 
     pub fn model_file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Self::ModelFile {
-            path: path.into(),
-            message: message.to_string(),
-        }
+        Self::ModelFile { path: path.into(), message: message.to_string() }
     }
 }

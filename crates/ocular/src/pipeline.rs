@@ -9,7 +9,7 @@ use crate::generate::{
     FinishReason as StopReason, GenerationConfig, Sampler, SamplingParams, StopRules, StreamingText,
 };
 use crate::load::{LoadOptions, ModelDir};
-use crate::models::{self, Prepared, VisionLanguageModel};
+use crate::models::{self, Media, Prepared, VisionLanguageModel};
 use crate::prompt::{ChatTemplate, Message};
 
 pub struct Pipeline {
@@ -45,11 +45,8 @@ pub struct Generation {
 
 impl Generation {
     pub fn summary(&self) -> String {
-        let rate = if self.decode_secs > 0.0 {
-            (self.tokens.len().saturating_sub(1)) as f64 / self.decode_secs
-        } else {
-            0.0
-        };
+        let rate =
+            if self.decode_secs > 0.0 { (self.tokens.len().saturating_sub(1)) as f64 / self.decode_secs } else { 0.0 };
         format!(
             "{} prompt tokens, {} new tokens; first token after {:.2}s, then {:.1} tokens/s",
             self.prompt_tokens,
@@ -66,20 +63,16 @@ impl Pipeline {
         let model = models::load(&dir, opts)?;
         let template = dir.chat_template()?.map(ChatTemplate::new).transpose()?;
         let generation_config = match dir.json("generation_config.json")? {
-            Some(v) => serde_json::from_value(v)
-                .map_err(|e| Error::model_file(dir.path("generation_config.json"), e))?,
+            Some(v) => {
+                serde_json::from_value(v).map_err(|e| Error::model_file(dir.path("generation_config.json"), e))?
+            }
             None => GenerationConfig::default(),
         };
         let mut eos_ids = generation_config.eos_ids();
         if eos_ids.is_empty() {
             eos_ids = crate::generate::eos_ids_from_model_config(&dir.config()?);
         }
-        Ok(Self {
-            model,
-            template,
-            generation_config,
-            eos_ids,
-        })
+        Ok(Self { model, template, generation_config, eos_ids })
     }
 
     /// The sampling the model's generation_config.json asks for.
@@ -98,31 +91,19 @@ impl Pipeline {
             Error::Template("the model folder has no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json); use a raw prompt".into())
         })?;
         let tok = self.model.tokenizer();
-        let text = template.render(
-            messages,
-            true,
-            tok.bos_token.as_deref(),
-            tok.eos_token.as_deref(),
-        )?;
-        let has_bos = tok
-            .bos_token
-            .as_deref()
-            .is_some_and(|b| !b.is_empty() && text.starts_with(b));
+        let text = template.render(messages, true, tok.bos_token.as_deref(), tok.eos_token.as_deref())?;
+        let has_bos = tok.bos_token.as_deref().is_some_and(|b| !b.is_empty() && text.starts_with(b));
         Ok((text, !has_bos))
     }
 
-    pub fn prepare_chat(
-        &self,
-        messages: &[Message],
-        images: &[::image::RgbImage],
-    ) -> Result<Prepared> {
+    pub fn prepare_chat(&self, messages: &[Message], media: &Media) -> Result<Prepared> {
         let (text, add_special) = self.render_chat(messages)?;
-        self.model.prepare(&text, images, add_special)
+        self.model.prepare(&text, media, add_special)
     }
 
     /// Text as the family's transformers processor tokenizes it, placeholders expanded.
-    pub fn prepare_raw(&self, text: &str, images: &[::image::RgbImage]) -> Result<Prepared> {
-        self.model.prepare(text, images, true)
+    pub fn prepare_raw(&self, text: &str, media: &Media) -> Result<Prepared> {
+        self.model.prepare(text, media, true)
     }
 
     pub fn last_logits(&self, prepared: &Prepared) -> Result<Vec<f32>> {
@@ -144,8 +125,8 @@ impl Pipeline {
         let decode_start = Instant::now();
 
         let mut sampler = Sampler::new(opts.sampling.clone());
-        let rules = StopRules::new(self.eos_ids.clone(), opts.max_new_tokens)
-            .with_stop_strings(opts.stop.iter().cloned());
+        let rules =
+            StopRules::new(self.eos_ids.clone(), opts.max_new_tokens).with_stop_strings(opts.stop.iter().cloned());
         let mut stream = StreamingText::new(self.model.tokenizer().inner(), rules, true);
         // The repetition penalty looks at the prompt too, as in transformers.
         let mut context = prepared.ids.clone();

@@ -13,9 +13,7 @@ use ocular::prompt::Message;
 use serde_json::Value;
 
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/llava")
-        .join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llava").join(case)
 }
 
 struct Case {
@@ -28,25 +26,16 @@ struct Case {
 
 fn load_case(case: &str) -> Case {
     let dir = fixture(case);
-    let meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
-    let reference =
-        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
-    let pipeline = Pipeline::load(dir.join("model"), &LoadOptions::default())
-        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let reference = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let pipeline = Pipeline::load(dir.join("model"), &LoadOptions::default()).unwrap_or_else(|e| panic!("{case}: {e}"));
     let images = meta["images"]
         .as_array()
         .unwrap()
         .iter()
         .map(|name| load_image(&dir.join(name.as_str().unwrap()), &ImageLimits::default()).unwrap())
         .collect();
-    Case {
-        dir,
-        meta,
-        reference,
-        pipeline,
-        images,
-    }
+    Case { dir, meta, reference, pipeline, images }
 }
 
 fn ids(t: &Tensor) -> Vec<u32> {
@@ -63,53 +52,29 @@ fn ids(t: &Tensor) -> Vec<u32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn check(case_name: &str) {
     let case = load_case(case_name);
     let c = &case;
     let raw = c.meta["raw_prompt"].as_str().unwrap();
-    let prepared = c.pipeline.prepare_raw(raw, &c.images).unwrap();
+    let prepared = c.pipeline.prepare_raw(raw, &ocular::models::Media::images(c.images.clone())).unwrap();
 
     // Preprocessing: token ids after placeholder expansion, and pixel values.
-    assert_eq!(
-        prepared.ids,
-        ids(&c.reference["input_ids"]),
-        "{case_name}: input ids"
-    );
+    assert_eq!(prepared.ids, ids(&c.reference["input_ids"]), "{case_name}: input ids");
     let ref_pixels = &c.reference["pixel_values"];
-    assert_eq!(
-        prepared.media.len(),
-        ref_pixels.dim(0).unwrap(),
-        "{case_name}: image count"
-    );
+    assert_eq!(prepared.media.len(), ref_pixels.dim(0).unwrap(), "{case_name}: image count");
     for (i, m) in prepared.media.iter().enumerate() {
         let ours = m.pixels.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let theirs = ref_pixels
-            .get(i)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let theirs = ref_pixels.get(i).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let d = max_abs_diff(&ours, &theirs);
-        assert!(
-            d <= 1e-5,
-            "{case_name}: image {i} pixel values differ by {d}"
-        );
+        assert!(d <= 1e-5, "{case_name}: image {i} pixel values differ by {d}");
     }
 
     // Last-position logits.
     let logits = c.pipeline.last_logits(&prepared).unwrap();
-    let theirs = c.reference["logits_last"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let theirs = c.reference["logits_last"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let d = max_abs_diff(&logits, &theirs);
     assert!(d <= 1e-4, "{case_name}: last logits differ by {d}");
 
@@ -117,22 +82,10 @@ fn check(case_name: &str) {
     let want = ids(&c.reference["greedy_ids"]);
     let model = &c.pipeline.model;
     let mut state = model.new_state();
-    let mut next = argmax(
-        &model
-            .prefill(&prepared, &mut state)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap(),
-    );
+    let mut next = argmax(&model.prefill(&prepared, &mut state).unwrap().to_vec1::<f32>().unwrap());
     let mut got = vec![next];
     while got.len() < want.len() {
-        next = argmax(
-            &model
-                .decode(next, &mut state)
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap(),
-        );
+        next = argmax(&model.decode(next, &mut state).unwrap().to_vec1::<f32>().unwrap());
         got.push(next);
     }
     assert_eq!(got, want, "{case_name}: greedy tokens");
@@ -140,42 +93,19 @@ fn check(case_name: &str) {
     // The chat path: template, ids, and the generated text as transformers decodes it.
     let messages: Vec<Message> = serde_json::from_value(c.meta["chat_messages"].clone()).unwrap();
     let (text, _) = c.pipeline.render_chat(&messages).unwrap();
-    assert_eq!(
-        text,
-        c.meta["chat_prompt_text"].as_str().unwrap(),
-        "{case_name}: rendered chat prompt"
-    );
-    let chat = c.pipeline.prepare_chat(&messages, &c.images).unwrap();
-    assert_eq!(
-        chat.ids,
-        ids(&c.reference["chat_input_ids"]),
-        "{case_name}: chat input ids"
-    );
-    let opts = GenerateOptions {
-        sampling: ocular::generate::SamplingParams::greedy(),
-        max_new_tokens: 16,
-        stop: vec![],
-    };
+    assert_eq!(text, c.meta["chat_prompt_text"].as_str().unwrap(), "{case_name}: rendered chat prompt");
+    let chat = c.pipeline.prepare_chat(&messages, &ocular::models::Media::images(c.images.clone())).unwrap();
+    assert_eq!(chat.ids, ids(&c.reference["chat_input_ids"]), "{case_name}: chat input ids");
+    let opts =
+        GenerateOptions { sampling: ocular::generate::SamplingParams::greedy(), max_new_tokens: 16, stop: vec![] };
     let mut streamed = String::new();
-    let generation = c
-        .pipeline
-        .generate(&chat, &opts, &mut |t| streamed.push_str(t))
-        .unwrap();
+    let generation = c.pipeline.generate(&chat, &opts, &mut |t| streamed.push_str(t)).unwrap();
     let want_ids = ids(&c.reference["chat_greedy_ids"]);
-    assert_eq!(
-        generation.tokens[..],
-        want_ids[..generation.tokens.len()],
-        "{case_name}: chat greedy tokens"
-    );
+    assert_eq!(generation.tokens[..], want_ids[..generation.tokens.len()], "{case_name}: chat greedy tokens");
     // transformers' text is of all 16 tokens; where an EOS came first, generation stops there.
     let want_text = match c.meta["chat_greedy_first_eos_index"].as_u64() {
         None => c.meta["chat_greedy_text"].as_str().unwrap().to_string(),
-        Some(eos) => c
-            .pipeline
-            .model
-            .tokenizer()
-            .decode(&want_ids[..eos as usize], true)
-            .unwrap(),
+        Some(eos) => c.pipeline.model.tokenizer().decode(&want_ids[..eos as usize], true).unwrap(),
     };
     assert_eq!(generation.text, want_text, "{case_name}: chat answer text");
     assert_eq!(streamed, want_text, "{case_name}: streamed chat answer");

@@ -36,10 +36,7 @@ impl Projector {
         let linear_1 = candle_nn::linear_b(in_dim, out_dim, bias, vb.pp("linear_1"))?;
         let mlp_tail = match kind {
             ProjectorKind::Linear => None,
-            ProjectorKind::Mlp2xGelu => Some((
-                act,
-                candle_nn::linear_b(out_dim, out_dim, bias, vb.pp("linear_2"))?,
-            )),
+            ProjectorKind::Mlp2xGelu => Some((act, candle_nn::linear_b(out_dim, out_dim, bias, vb.pp("linear_2"))?)),
         };
         Ok(Self { linear_1, mlp_tail })
     }

@@ -44,14 +44,9 @@ impl GenerationConfig {
     /// Reads and parses a `generation_config.json`; errors name the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, GenerateError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| GenerateError::ReadConfig {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json_str(&text).map_err(|source| GenerateError::ParseConfig {
-            path: path.to_path_buf(),
-            source,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| GenerateError::ReadConfig { path: path.to_path_buf(), source })?;
+        Self::from_json_str(&text).map_err(|source| GenerateError::ParseConfig { path: path.to_path_buf(), source })
     }
 
     /// The end-of-sequence ids, in file order without repeats (empty when the file has none;
@@ -65,8 +60,7 @@ impl GenerationConfig {
     /// what `max_length` leaves after the prompt. `None` when the file sets neither (the caller
     /// picks a limit; transformers would fall back to `max_length = 20`).
     pub fn max_new_tokens_for(&self, prompt_len: usize) -> Option<usize> {
-        self.max_new_tokens
-            .or_else(|| self.max_length.map(|m| m.saturating_sub(prompt_len)))
+        self.max_new_tokens.or_else(|| self.max_length.map(|m| m.saturating_sub(prompt_len)))
     }
 }
 
@@ -74,18 +68,11 @@ impl GenerationConfig {
 /// composite configs (LLaVA and friends) that keep it with the language model, in
 /// `text_config`. Accepts one id or a list; negative or non-integer entries are skipped.
 pub fn eos_ids_from_model_config(config: &Value) -> Vec<u32> {
-    let top = config
-        .get("eos_token_id")
-        .map(ids_from_value)
-        .unwrap_or_default();
+    let top = config.get("eos_token_id").map(ids_from_value).unwrap_or_default();
     if !top.is_empty() {
         return top;
     }
-    config
-        .get("text_config")
-        .and_then(|t| t.get("eos_token_id"))
-        .map(ids_from_value)
-        .unwrap_or_default()
+    config.get("text_config").and_then(|t| t.get("eos_token_id")).map(ids_from_value).unwrap_or_default()
 }
 
 /// Int, list of ints, or null, as a list. Some older configs use `-1` to mean "none", so
@@ -128,10 +115,7 @@ fn token_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
         Some(OneOrMany::One(i)) => vec![i],
         Some(OneOrMany::Many(v)) => v,
     };
-    Ok(ids
-        .into_iter()
-        .filter_map(|i| u32::try_from(i).ok())
-        .collect())
+    Ok(ids.into_iter().filter_map(|i| u32::try_from(i).ok()).collect())
 }
 
 #[cfg(test)]
@@ -182,10 +166,9 @@ mod tests {
 
     #[test]
     fn negative_ids_mean_none_and_integer_floats_are_accepted() {
-        let c = GenerationConfig::from_json_str(
-            r#"{"pad_token_id": -1, "eos_token_id": [2, -1, 2], "temperature": 1}"#,
-        )
-        .unwrap();
+        let c =
+            GenerationConfig::from_json_str(r#"{"pad_token_id": -1, "eos_token_id": [2, -1, 2], "temperature": 1}"#)
+                .unwrap();
         assert_eq!(c.pad_token_id, None);
         assert_eq!(c.eos_ids(), vec![2]);
         assert_eq!(c.temperature, Some(1.0));
@@ -199,16 +182,9 @@ mod tests {
 
     #[test]
     fn max_new_tokens_overrides_max_length() {
-        let both = GenerationConfig {
-            max_new_tokens: Some(64),
-            max_length: Some(100),
-            ..Default::default()
-        };
+        let both = GenerationConfig { max_new_tokens: Some(64), max_length: Some(100), ..Default::default() };
         assert_eq!(both.max_new_tokens_for(30), Some(64));
-        let len = GenerationConfig {
-            max_length: Some(100),
-            ..Default::default()
-        };
+        let len = GenerationConfig { max_length: Some(100), ..Default::default() };
         assert_eq!(len.max_new_tokens_for(30), Some(70));
         assert_eq!(len.max_new_tokens_for(130), Some(0));
         assert_eq!(GenerationConfig::default().max_new_tokens_for(5), None);
@@ -216,14 +192,8 @@ mod tests {
 
     #[test]
     fn eos_from_model_config_top_level_or_text_config() {
-        assert_eq!(
-            eos_ids_from_model_config(&json!({"eos_token_id": 151645})),
-            vec![151645]
-        );
-        assert_eq!(
-            eos_ids_from_model_config(&json!({"eos_token_id": [1, 2]})),
-            vec![1, 2]
-        );
+        assert_eq!(eos_ids_from_model_config(&json!({"eos_token_id": 151645})), vec![151645]);
+        assert_eq!(eos_ids_from_model_config(&json!({"eos_token_id": [1, 2]})), vec![1, 2]);
         let llava = json!({"model_type": "llava", "text_config": {"eos_token_id": 2}});
         assert_eq!(eos_ids_from_model_config(&llava), vec![2]);
         let null_top = json!({"eos_token_id": null, "text_config": {"eos_token_id": [7]}});
@@ -236,26 +206,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ocular-genconf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let missing = dir.join("missing.json");
-        let e = GenerationConfig::from_file(&missing)
-            .unwrap_err()
-            .to_string();
+        let e = GenerationConfig::from_file(&missing).unwrap_err().to_string();
         assert!(e.starts_with(&missing.display().to_string()), "{e}");
         assert!(e.contains("cannot read generation config"), "{e}");
 
         let bad = dir.join("generation_config.json");
         std::fs::write(&bad, r#"{"top_p": "high"}"#).unwrap();
         let e = GenerationConfig::from_file(&bad).unwrap_err().to_string();
-        assert!(
-            e.contains("generation_config.json: invalid generation config"),
-            "{e}"
-        );
+        assert!(e.contains("generation_config.json: invalid generation config"), "{e}");
         assert!(!e.contains('\n'), "{e}");
 
         std::fs::write(&bad, r#"{"max_new_tokens": 12}"#).unwrap();
-        assert_eq!(
-            GenerationConfig::from_file(&bad).unwrap().max_new_tokens,
-            Some(12)
-        );
+        assert_eq!(GenerationConfig::from_file(&bad).unwrap().max_new_tokens, Some(12));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

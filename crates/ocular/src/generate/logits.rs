@@ -78,12 +78,7 @@ pub(super) fn top_p_keep(sorted_probs: &[f64], top_p: f32) -> usize {
 /// tokens are a head.
 pub(super) fn min_p_keep(sorted_probs: &[f64], min_p: f32) -> usize {
     let cut = min_p as f64 * sorted_probs[0];
-    sorted_probs
-        .iter()
-        .skip(1)
-        .take_while(|&&p| p >= cut)
-        .count()
-        + 1
+    sorted_probs.iter().skip(1).take_while(|&&p| p >= cut).count() + 1
 }
 
 #[cfg(test)]

@@ -58,11 +58,7 @@ pub enum GenerateError {
     },
 
     #[error("sampling parameter `{name}` is {value}; expected {expected}")]
-    InvalidSampling {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    InvalidSampling { name: &'static str, value: String, expected: &'static str },
 
     #[error("tokenizer: cannot decode token {id}: {message}")]
     Decode { id: u32, message: String },

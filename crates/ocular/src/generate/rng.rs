@@ -27,12 +27,7 @@ impl Rng {
     /// A generator whose state is four successive splitmix64 outputs of `seed`.
     pub fn seed_from_u64(seed: u64) -> Self {
         let mut sm = seed;
-        let s = [
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-        ];
+        let s = [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)];
         Self { s }
     }
 
@@ -73,17 +68,7 @@ mod tests {
         // Reference xoshiro256** outputs for the raw state [1, 2, 3, 4].
         let mut rng = Rng { s: [1, 2, 3, 4] };
         let got: Vec<u64> = (0..6).map(|_| rng.next_u64()).collect();
-        assert_eq!(
-            got,
-            [
-                11520,
-                0,
-                1509978240,
-                1215971899390074240,
-                1216172134540287360,
-                607988272756665600
-            ]
-        );
+        assert_eq!(got, [11520, 0, 1509978240, 1215971899390074240, 1216172134540287360, 607988272756665600]);
     }
 
     #[test]

@@ -4,9 +4,7 @@
 //! only the repetition penalty and takes the argmax, as transformers does with `do_sample=False`.
 
 use super::config::GenerationConfig;
-use super::logits::{
-    apply_repetition_penalty, argmax, min_p_keep, softmax, top_k_filter, top_p_keep,
-};
+use super::logits::{apply_repetition_penalty, argmax, min_p_keep, softmax, top_k_filter, top_p_keep};
 use super::rng::Rng;
 use super::GenerateError;
 
@@ -37,14 +35,7 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Argmax decoding, no penalty.
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
+        Self { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, seed: 0 }
     }
 
     /// transformers' choice for a model's `generation_config.json`: greedy unless `do_sample` is
@@ -55,11 +46,7 @@ impl SamplingParams {
     pub fn from_generation_config(config: &GenerationConfig, seed: u64) -> Self {
         let repetition_penalty = config.repetition_penalty.unwrap_or(1.0);
         if !config.do_sample.unwrap_or(false) {
-            return Self {
-                repetition_penalty,
-                seed,
-                ..Self::greedy()
-            };
+            return Self { repetition_penalty, seed, ..Self::greedy() };
         }
         Self {
             temperature: config.temperature.unwrap_or(1.0),
@@ -81,11 +68,7 @@ impl SamplingParams {
     /// not check).
     pub fn validate(&self) -> Result<(), GenerateError> {
         let bad = |name, value: f32, expected| {
-            Err(GenerateError::InvalidSampling {
-                name,
-                value: value.to_string(),
-                expected,
-            })
+            Err(GenerateError::InvalidSampling { name, value: value.to_string(), expected })
         };
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return bad("temperature", self.temperature, "a finite number >= 0");
@@ -97,11 +80,7 @@ impl SamplingParams {
             return bad("min_p", self.min_p, "a number in [0, 1]");
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return bad(
-                "repetition_penalty",
-                self.repetition_penalty,
-                "a finite number > 0",
-            );
+            return bad("repetition_penalty", self.repetition_penalty, "a finite number > 0");
         }
         Ok(())
     }
@@ -143,12 +122,8 @@ impl Sampler {
         let t = self.params.temperature;
         // Only finite scores can be drawn; the rest (masked with -inf by a model, or NaN)
         // have probability zero.
-        let mut cands: Vec<(u32, f32)> = scores
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_finite())
-            .map(|(i, &s)| (i as u32, s / t))
-            .collect();
+        let mut cands: Vec<(u32, f32)> =
+            scores.iter().enumerate().filter(|(_, s)| s.is_finite()).map(|(i, &s)| (i as u32, s / t)).collect();
         if cands.is_empty() {
             return argmax(&scores);
         }
@@ -193,11 +168,7 @@ mod tests {
 
     /// Plain sampling at temperature 1 with `seed`; tests change one field at a time.
     fn sampling(seed: u64) -> SamplingParams {
-        SamplingParams {
-            temperature: 1.0,
-            seed,
-            ..SamplingParams::greedy()
-        }
+        SamplingParams { temperature: 1.0, seed, ..SamplingParams::greedy() }
     }
 
     /// Logits whose softmax is `probs` (up to rounding).
@@ -230,10 +201,7 @@ mod tests {
     #[test]
     fn repetition_penalty_applies_in_greedy_and_sampling() {
         // Token 0 (score 2) falls below token 2 (score 1.5) once penalised by 2.
-        let greedy = SamplingParams {
-            repetition_penalty: 2.0,
-            ..SamplingParams::greedy()
-        };
+        let greedy = SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() };
         let mut s = Sampler::new(greedy);
         assert_eq!(s.sample(&[2.0, -2.0, 1.5], &[]), 0);
         assert_eq!(s.sample(&[2.0, -2.0, 1.5], &[0, 0]), 2);
@@ -246,14 +214,7 @@ mod tests {
 
     #[test]
     fn top_k_never_yields_beyond_k() {
-        let c = counts(
-            SamplingParams {
-                top_k: 2,
-                ..sampling(1)
-            },
-            &logits_of(&[0.4, 0.35, 0.25]),
-            1000,
-        );
+        let c = counts(SamplingParams { top_k: 2, ..sampling(1) }, &logits_of(&[0.4, 0.35, 0.25]), 1000);
         assert_eq!(c[2], 0, "{c:?}");
         assert!(c[0] > 0 && c[1] > 0, "{c:?}");
     }
@@ -261,38 +222,17 @@ mod tests {
     #[test]
     fn top_p_never_yields_outside_the_nucleus() {
         let logits = logits_of(&[0.5, 0.3, 0.2]);
-        let c = counts(
-            SamplingParams {
-                top_p: 0.79,
-                ..sampling(2)
-            },
-            &logits,
-            1000,
-        );
+        let c = counts(SamplingParams { top_p: 0.79, ..sampling(2) }, &logits, 1000);
         assert_eq!(c[2], 0, "{c:?}");
         assert!(c[1] > 0, "{c:?}");
-        let c = counts(
-            SamplingParams {
-                top_p: 0.81,
-                ..sampling(2)
-            },
-            &logits,
-            1000,
-        );
+        let c = counts(SamplingParams { top_p: 0.81, ..sampling(2) }, &logits, 1000);
         assert!(c[2] > 0, "{c:?}");
     }
 
     #[test]
     fn min_p_never_yields_unlikely_tokens() {
         let logits = logits_of(&[0.5, 0.3, 0.15, 0.05]);
-        let c = counts(
-            SamplingParams {
-                min_p: 0.5,
-                ..sampling(4)
-            },
-            &logits,
-            1000,
-        );
+        let c = counts(SamplingParams { min_p: 0.5, ..sampling(4) }, &logits, 1000);
         assert_eq!(c[2] + c[3], 0, "{c:?}");
         assert!(c[1] > 0, "{c:?}");
     }
@@ -302,22 +242,9 @@ mod tests {
         // At temperature 0.5 the probabilities sharpen from [0.5, 0.3, 0.2] to about
         // [0.66, 0.24, 0.11], so top-p 0.85 keeps two tokens instead of three.
         let logits = logits_of(&[0.5, 0.3, 0.2]);
-        let sharp = SamplingParams {
-            temperature: 0.5,
-            top_p: 0.85,
-            ..sampling(5)
-        };
+        let sharp = SamplingParams { temperature: 0.5, top_p: 0.85, ..sampling(5) };
         assert_eq!(counts(sharp, &logits, 2000)[2], 0);
-        assert!(
-            counts(
-                SamplingParams {
-                    top_p: 0.85,
-                    ..sampling(5)
-                },
-                &logits,
-                2000
-            )[2] > 0
-        );
+        assert!(counts(SamplingParams { top_p: 0.85, ..sampling(5) }, &logits, 2000)[2] > 0);
     }
 
     #[test]
@@ -343,10 +270,7 @@ mod tests {
             let got = c[i] as f64 / n as f64;
             // Five standard deviations of a binomial proportion.
             let tol = 5.0 * (expected * (1.0 - expected) / n as f64).sqrt();
-            assert!(
-                (got - expected).abs() < tol,
-                "token {i}: {got} vs {expected}"
-            );
+            assert!((got - expected).abs() < tol, "token {i}: {got} vs {expected}");
         }
     }
 
@@ -355,75 +279,31 @@ mod tests {
         let c = counts(sampling(6), &[f32::NEG_INFINITY, 0.0, f32::NAN, 0.0], 1000);
         assert_eq!(c[0] + c[2], 0, "{c:?}");
         assert!(c[1] > 0 && c[3] > 0, "{c:?}");
-        assert_eq!(
-            Sampler::new(sampling(6)).sample(&[f32::NEG_INFINITY; 3], &[]),
-            0
-        );
+        assert_eq!(Sampler::new(sampling(6)).sample(&[f32::NEG_INFINITY; 3], &[]), 0);
     }
 
     #[test]
     fn params_from_generation_config() {
-        let greedy = GenerationConfig {
-            temperature: Some(0.7),
-            repetition_penalty: Some(1.1),
-            ..Default::default()
-        };
+        let greedy = GenerationConfig { temperature: Some(0.7), repetition_penalty: Some(1.1), ..Default::default() };
         let p = SamplingParams::from_generation_config(&greedy, 5);
-        assert_eq!(
-            p,
-            SamplingParams {
-                repetition_penalty: 1.1,
-                seed: 5,
-                ..SamplingParams::greedy()
-            }
-        );
+        assert_eq!(p, SamplingParams { repetition_penalty: 1.1, seed: 5, ..SamplingParams::greedy() });
         assert!(p.is_greedy());
 
-        let sample = GenerationConfig {
-            do_sample: Some(true),
-            top_p: Some(0.9),
-            ..Default::default()
-        };
+        let sample = GenerationConfig { do_sample: Some(true), top_p: Some(0.9), ..Default::default() };
         let p = SamplingParams::from_generation_config(&sample, 1);
-        assert_eq!(
-            (p.temperature, p.top_k, p.top_p, p.min_p),
-            (1.0, 50, 0.9, 0.0)
-        );
+        assert_eq!((p.temperature, p.top_k, p.top_p, p.min_p), (1.0, 50, 0.9, 0.0));
         assert!(!p.is_greedy());
     }
 
     #[test]
     fn validate_names_the_parameter() {
         assert!(SamplingParams::greedy().validate().is_ok());
-        let e = SamplingParams {
-            top_p: 1.5,
-            ..sampling(0)
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "sampling parameter `top_p` is 1.5; expected a number in [0, 1]"
-        );
-        let e = SamplingParams {
-            temperature: -1.0,
-            ..sampling(0)
-        }
-        .validate()
-        .unwrap_err();
+        let e = SamplingParams { top_p: 1.5, ..sampling(0) }.validate().unwrap_err();
+        assert_eq!(e.to_string(), "sampling parameter `top_p` is 1.5; expected a number in [0, 1]");
+        let e = SamplingParams { temperature: -1.0, ..sampling(0) }.validate().unwrap_err();
         assert!(e.to_string().contains("`temperature` is -1"), "{e}");
-        let e = SamplingParams {
-            repetition_penalty: 0.0,
-            ..sampling(0)
-        }
-        .validate()
-        .unwrap_err();
+        let e = SamplingParams { repetition_penalty: 0.0, ..sampling(0) }.validate().unwrap_err();
         assert!(e.to_string().contains("`repetition_penalty`"), "{e}");
-        assert!(SamplingParams {
-            min_p: f32::NAN,
-            ..sampling(0)
-        }
-        .validate()
-        .is_err());
+        assert!(SamplingParams { min_p: f32::NAN, ..sampling(0) }.validate().is_err());
     }
 }

@@ -17,20 +17,12 @@ pub struct StopRules {
 
 impl StopRules {
     pub fn new(eos_ids: Vec<u32>, max_new_tokens: usize) -> Self {
-        Self {
-            eos_ids,
-            stop_strings: Vec::new(),
-            max_new_tokens,
-        }
+        Self { eos_ids, stop_strings: Vec::new(), max_new_tokens }
     }
 
     /// Adds stop strings; empty ones are skipped (they would match before any text).
-    pub fn with_stop_strings<S: Into<String>>(
-        mut self,
-        stops: impl IntoIterator<Item = S>,
-    ) -> Self {
-        self.stop_strings
-            .extend(stops.into_iter().map(Into::into).filter(|s| !s.is_empty()));
+    pub fn with_stop_strings<S: Into<String>>(mut self, stops: impl IntoIterator<Item = S>) -> Self {
+        self.stop_strings.extend(stops.into_iter().map(Into::into).filter(|s| !s.is_empty()));
         self
     }
 
@@ -67,12 +59,7 @@ impl StopChecker {
     pub fn new(mut rules: StopRules) -> Self {
         rules.stop_strings.retain(|s| !s.is_empty());
         let finished = (rules.max_new_tokens == 0).then_some(FinishReason::MaxTokens);
-        Self {
-            rules,
-            generated: 0,
-            held: String::new(),
-            finished,
-        }
+        Self { rules, generated: 0, held: String::new(), finished }
     }
 
     pub fn rules(&self) -> &StopRules {
@@ -156,13 +143,7 @@ impl StopChecker {
     /// (`held.len()` when there is none). Only char boundaries are tried, so the split is
     /// always valid UTF-8.
     fn partial_stop_start(&self) -> usize {
-        let longest = self
-            .rules
-            .stop_strings
-            .iter()
-            .map(String::len)
-            .max()
-            .unwrap_or(0);
+        let longest = self.rules.stop_strings.iter().map(String::len).max().unwrap_or(0);
         // A proper prefix is at most `longest - 1` bytes, which bounds the tails to try.
         let min_start = self.held.len().saturating_sub(longest.saturating_sub(1));
         self.held
@@ -171,10 +152,7 @@ impl StopChecker {
             .filter(|&i| i >= min_start)
             .find(|&i| {
                 let tail = &self.held[i..];
-                self.rules
-                    .stop_strings
-                    .iter()
-                    .any(|s| s.len() > tail.len() && s.starts_with(tail))
+                self.rules.stop_strings.iter().any(|s| s.len() > tail.len() && s.starts_with(tail))
             })
             .unwrap_or(self.held.len())
     }
@@ -185,9 +163,7 @@ mod tests {
     use super::*;
 
     fn checker(stops: &[&str]) -> StopChecker {
-        StopChecker::new(
-            StopRules::new(vec![0], usize::MAX).with_stop_strings(stops.iter().copied()),
-        )
+        StopChecker::new(StopRules::new(vec![0], usize::MAX).with_stop_strings(stops.iter().copied()))
     }
 
     /// Feeds pieces, returning everything shown.
@@ -272,10 +248,7 @@ mod tests {
         let mut c = checker(&[]);
         assert_eq!(c.push_text("anything"), "anything");
         let mut c = checker(&[""]);
-        assert_eq!(
-            c.push_text("empty stop strings are ignored"),
-            "empty stop strings are ignored"
-        );
+        assert_eq!(c.push_text("empty stop strings are ignored"), "empty stop strings are ignored");
         assert!(c.finished().is_none());
     }
 
@@ -286,10 +259,7 @@ mod tests {
         assert!(!c.limit_reached());
         c.on_token(1);
         assert!(c.limit_reached());
-        assert!(
-            StopChecker::new(StopRules::new(vec![], 0)).finished()
-                == Some(&FinishReason::MaxTokens)
-        );
+        assert!(StopChecker::new(StopRules::new(vec![], 0)).finished() == Some(&FinishReason::MaxTokens));
     }
 
     #[test]

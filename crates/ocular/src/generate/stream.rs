@@ -32,13 +32,7 @@ impl<'t> TextStream<'t> {
     /// A stream with no context. The first token decodes as if it began the text, so a
     /// Metaspace tokenizer drops its leading space, as `tokenizer.decode(generated_ids)` does.
     pub fn new(tokenizer: &'t Tokenizer, skip_special_tokens: bool) -> Self {
-        Self {
-            tokenizer,
-            skip_special_tokens,
-            ids: Vec::new(),
-            read: 0,
-            prefix_text: String::new(),
-        }
+        Self { tokenizer, skip_special_tokens, ids: Vec::new(), read: 0, prefix_text: String::new() }
     }
 
     /// Adds one token; returns the text it completes (often empty: a partial character, a
@@ -77,10 +71,7 @@ impl<'t> TextStream<'t> {
     fn decode(&self, ids: &[u32], id: u32) -> Result<String, GenerateError> {
         self.tokenizer
             .decode(ids, self.skip_special_tokens)
-            .map_err(|e| GenerateError::Decode {
-                id,
-                message: e.to_string(),
-            })
+            .map_err(|e| GenerateError::Decode { id, message: e.to_string() })
     }
 }
 
@@ -117,15 +108,10 @@ mod tests {
         let text = "héllo 日本語 🎉";
         let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
         // The test only means something if some tokens hold partial characters.
-        let partial = ids
-            .iter()
-            .filter(|&&id| tok.decode(&[id], false).unwrap().contains(REPLACEMENT));
+        let partial = ids.iter().filter(|&&id| tok.decode(&[id], false).unwrap().contains(REPLACEMENT));
         assert!(partial.count() >= 4, "{ids:?}");
         let pieces = stream_all(&tok, &ids, true);
-        assert!(
-            pieces.iter().all(|p| !p.contains(REPLACEMENT)),
-            "{pieces:?}"
-        );
+        assert!(pieces.iter().all(|p| !p.contains(REPLACEMENT)), "{pieces:?}");
         assert_eq!(pieces.concat(), text);
         assert_eq!(pieces.concat(), tok.decode(&ids, true).unwrap());
         // One token ends 日 and starts 本, so 日 waits until 本 is complete.
@@ -136,21 +122,13 @@ mod tests {
     fn concatenation_equals_full_decode() {
         let tok = byte_level();
         let end = tok.token_to_id("<|end|>").unwrap();
-        for text in [
-            "Hello world",
-            " Hello  world\n\n",
-            "naïve café — ½ ∑ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 👩‍👩‍👧",
-            "x",
-        ] {
+        for text in ["Hello world", " Hello  world\n\n", "naïve café — ½ ∑ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 👩‍👩‍👧", "x"]
+        {
             let mut ids = tok.encode(text, false).unwrap().get_ids().to_vec();
             ids.insert(ids.len() / 2, end);
             for skip in [true, false] {
                 let pieces = stream_all(&tok, &ids, skip);
-                assert_eq!(
-                    pieces.concat(),
-                    tok.decode(&ids, skip).unwrap(),
-                    "{text:?} skip={skip}"
-                );
+                assert_eq!(pieces.concat(), tok.decode(&ids, skip).unwrap(), "{text:?} skip={skip}");
             }
         }
     }
@@ -167,39 +145,22 @@ mod tests {
     #[test]
     fn metaspace_keeps_spaces_between_tokens() {
         let tok = sentencepiece(false);
-        let ids = sp_ids(
-            &tok,
-            &["▁Hello", "▁world", "!", "▁how", "▁are", "▁you", "?"],
-        );
+        let ids = sp_ids(&tok, &["▁Hello", "▁world", "!", "▁how", "▁are", "▁you", "?"]);
         let pieces = stream_all(&tok, &ids, true);
-        assert_eq!(
-            pieces,
-            ["Hello", " world", "!", " how", " are", " you", "?", ""]
-        );
+        assert_eq!(pieces, ["Hello", " world", "!", " how", " are", " you", "?", ""]);
         assert_eq!(pieces.concat(), tok.decode(&ids, true).unwrap());
         // Decoding one token at a time would lose every space.
-        let naive: String = ids
-            .iter()
-            .map(|&id| tok.decode(&[id], true).unwrap())
-            .collect();
+        let naive: String = ids.iter().map(|&id| tok.decode(&[id], true).unwrap()).collect();
         assert_eq!(naive, "Helloworld!howareyou?");
     }
 
     #[test]
     fn byte_fallback_characters_are_held_until_complete() {
         let tok = sentencepiece(true);
-        let ids = sp_ids(
-            &tok,
-            &[
-                "▁", "<0xE6>", "<0x97>", "<0xA5>", "▁Hello", "<0xF0>", "<0x9F>", "<0x8E>",
-                "<0x89>", "!",
-            ],
-        );
+        let ids =
+            sp_ids(&tok, &["▁", "<0xE6>", "<0x97>", "<0xA5>", "▁Hello", "<0xF0>", "<0x9F>", "<0x8E>", "<0x89>", "!"]);
         let pieces = stream_all(&tok, &ids, true);
-        assert_eq!(
-            pieces,
-            ["", "", "", "日", " Hello", "", "", "", "🎉", "!", ""]
-        );
+        assert_eq!(pieces, ["", "", "", "日", " Hello", "", "", "", "🎉", "!", ""]);
         assert_eq!(pieces.concat(), tok.decode(&ids, true).unwrap());
     }
 

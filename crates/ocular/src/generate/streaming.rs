@@ -40,34 +40,20 @@ impl<'t> StreamingText<'t> {
     /// with the same reason.
     pub fn push(&mut self, id: u32) -> Result<Step, GenerateError> {
         if let Some(reason) = self.stop.finished() {
-            return Ok(Step {
-                text: String::new(),
-                finish: Some(reason.clone()),
-            });
+            return Ok(Step { text: String::new(), finish: Some(reason.clone()) });
         }
         let is_eos = self.stop.on_token(id);
-        let mut text = if is_eos {
-            String::new()
-        } else {
-            self.stop.push_text(&self.stream.push(id)?)
-        };
+        let mut text = if is_eos { String::new() } else { self.stop.push_text(&self.stream.push(id)?) };
         if self.stop.finished().is_none() && (is_eos || self.stop.limit_reached()) {
             // The end: flush the detokenizer's held bytes (they still go through the stop
             // check), then whatever the stop check held back.
             let tail = self.stream.finish()?;
             text.push_str(&self.stop.push_text(&tail));
-            let reason = if is_eos {
-                FinishReason::Eos
-            } else {
-                FinishReason::MaxTokens
-            };
+            let reason = if is_eos { FinishReason::Eos } else { FinishReason::MaxTokens };
             text.push_str(&self.stop.finish(reason));
         }
         self.shown.push_str(&text);
-        Ok(Step {
-            text,
-            finish: self.stop.finished().cloned(),
-        })
+        Ok(Step { text, finish: self.stop.finished().cloned() })
     }
 
     /// Why generation ended, once it has. With `max_new_tokens == 0` this is set from the
@@ -119,11 +105,7 @@ mod tests {
     #[test]
     fn stop_string_across_tokens_truncates_and_is_never_shown() {
         let tok = byte_level();
-        let ids = tok
-            .encode("Hello world. END and more", false)
-            .unwrap()
-            .get_ids()
-            .to_vec();
+        let ids = tok.encode("Hello world. END and more", false).unwrap().get_ids().to_vec();
         let rules = StopRules::new(vec![], 100).with_stop_strings(["END"]);
         let mut st = StreamingText::new(&tok, rules, true);
         let (pieces, reason) = run(&mut st, &ids);
@@ -133,13 +115,7 @@ mod tests {
         assert_eq!(st.text(), "Hello world. ");
         // Later pushes change nothing.
         let again = st.push(ids[0]).unwrap();
-        assert_eq!(
-            again,
-            Step {
-                text: String::new(),
-                finish: reason
-            }
-        );
+        assert_eq!(again, Step { text: String::new(), finish: reason });
     }
 
     #[test]

@@ -7,8 +7,7 @@ use tokenizers::Tokenizer;
 /// GPT-2's byte-to-character table (printable bytes stand for themselves, the rest are
 /// shifted past 255), which the ByteLevel decoder inverts.
 fn byte_char(b: u8) -> char {
-    let printable =
-        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     if printable(b as u32) {
         return char::from(b);
     }
@@ -39,11 +38,7 @@ fn tokenizer(model: Value, pre_tokenizer: Value, decoder: Value, added: &[&str])
 }
 
 fn bpe(vocab: &[String], merges: &[String]) -> Value {
-    let vocab: serde_json::Map<String, Value> = vocab
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), json!(i)))
-        .collect();
+    let vocab: serde_json::Map<String, Value> = vocab.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
            "vocab": vocab, "merges": merges})
@@ -74,23 +69,15 @@ pub(crate) fn byte_level() -> Tokenizer {
         vocab.push(byte_token(&[a, b].concat()));
     }
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-    tokenizer(
-        bpe(&vocab, &merges),
-        byte_level.clone(),
-        byte_level,
-        &["<|end|>"],
-    )
+    tokenizer(bpe(&vocab, &merges), byte_level.clone(), byte_level, &["<|end|>"])
 }
 
 /// A SentencePiece-style vocabulary with byte-fallback tokens, decoded either by the
 /// Metaspace decoder or by Llama-2's Replace/ByteFallback/Fuse/Strip chain.
 pub(crate) fn sentencepiece(llama_decoder: bool) -> Tokenizer {
-    let mut vocab: Vec<String> = ["▁Hello", "▁world", "!", "▁how", "▁are", "▁you", "?", "▁"]
-        .map(String::from)
-        .to_vec();
+    let mut vocab: Vec<String> = ["▁Hello", "▁world", "!", "▁how", "▁are", "▁you", "?", "▁"].map(String::from).to_vec();
     vocab.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
-    let metaspace =
-        json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true});
+    let metaspace = json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true});
     let decoder = if llama_decoder {
         json!({"type": "Sequence", "decoders": [
             {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},

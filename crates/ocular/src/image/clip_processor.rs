@@ -55,10 +55,7 @@ impl Default for ClipImageProcessorConfig {
             size: SizeSpec::ShortestEdge(224),
             resample: Filter::Bicubic,
             do_center_crop: true,
-            crop_size: SizeSpec::HeightWidth {
-                height: 224,
-                width: 224,
-            },
+            crop_size: SizeSpec::HeightWidth { height: 224, width: 224 },
             do_rescale: true,
             rescale_factor: 1.0 / 255.0,
             do_normalize: true,
@@ -83,10 +80,7 @@ impl ClipImageProcessorConfig {
     /// Whether `do_pad` means LLaVA's pad-to-square. In `CLIPImageProcessor` it means padding a
     /// batch to its largest image, which does nothing to a single image.
     pub fn pads_to_square(&self) -> bool {
-        let clip = self
-            .image_processor_type
-            .as_deref()
-            .is_some_and(|t| t.starts_with("CLIP"));
+        let clip = self.image_processor_type.as_deref().is_some_and(|t| t.starts_with("CLIP"));
         self.do_pad && !clip
     }
 
@@ -163,19 +157,12 @@ impl ClipImageProcessorConfig {
             self.image_mean.map(|m| m as f32),
             self.image_std.map(|s| s as f32),
         );
-        Ok(Preprocessed {
-            data,
-            channels: 3,
-            height: img.height() as usize,
-            width: img.width() as usize,
-        })
+        Ok(Preprocessed { data, channels: 3, height: img.height() as usize, width: img.width() as usize })
     }
 
     fn crop_target(&self) -> Result<(u32, u32), ImageError> {
         match self.crop_size {
-            SizeSpec::HeightWidth { height, width } if height > 0 && width > 0 => {
-                Ok((height, width))
-            }
+            SizeSpec::HeightWidth { height, width } if height > 0 && width > 0 => Ok((height, width)),
             other => Err(ImageError::Config {
                 field: "crop_size",
                 message: format!("centre crop needs a positive height and width, got {other:?}"),
@@ -190,10 +177,7 @@ impl ClipImageProcessorConfig {
         if h == 0 || w == 0 {
             return Err(ImageError::Config {
                 field: "size",
-                message: format!(
-                    "{:?} turns a {width}x{height} image into {w}x{h}, which is empty",
-                    self.size
-                ),
+                message: format!("{:?} turns a {width}x{height} image into {w}x{h}, which is empty", self.size),
             });
         }
         Ok((h, w))
@@ -222,9 +206,7 @@ pub(super) fn triple_de<'de, D: Deserializer<'de>>(d: D) -> Result<[f64; 3], D::
     match nums.as_deref() {
         Some(&[a, b, c]) => Ok([a, b, c]),
         Some(&[a]) => Ok([a; 3]),
-        _ => Err(serde::de::Error::custom(format!(
-            "`image_mean`/`image_std`: expected 3 numbers, got {v}"
-        ))),
+        _ => Err(serde::de::Error::custom(format!("`image_mean`/`image_std`: expected 3 numbers, got {v}"))),
     }
 }
 
@@ -244,13 +226,7 @@ mod tests {
         }"#;
         let cfg: ClipImageProcessorConfig = serde_json::from_str(json).unwrap();
         assert_eq!(cfg.size, SizeSpec::ShortestEdge(336));
-        assert_eq!(
-            cfg.crop_size,
-            SizeSpec::HeightWidth {
-                height: 336,
-                width: 336
-            }
-        );
+        assert_eq!(cfg.crop_size, SizeSpec::HeightWidth { height: 336, width: 336 });
         assert_eq!(cfg.resample, Filter::Bicubic);
         assert_eq!(cfg.rescale_factor, 1.0 / 255.0);
         assert_eq!(cfg.output_size(), Some((336, 336)));
@@ -259,63 +235,39 @@ mod tests {
 
     #[test]
     fn defaults_and_llava_padding_colour() {
-        let cfg: ClipImageProcessorConfig = serde_json::from_str(
-            r#"{"image_processor_type": "LlavaImageProcessor", "do_pad": true}"#,
-        )
-        .unwrap();
+        let cfg: ClipImageProcessorConfig =
+            serde_json::from_str(r#"{"image_processor_type": "LlavaImageProcessor", "do_pad": true}"#).unwrap();
         assert_eq!(cfg.size, SizeSpec::ShortestEdge(224));
         assert!(cfg.pads_to_square());
         // int(0.48145466 * 255) = 122, int(0.4578275 * 255) = 116, int(0.40821073 * 255) = 104.
         assert_eq!(cfg.pad_color(), [122, 116, 104]);
-        let clip: ClipImageProcessorConfig = serde_json::from_str(
-            r#"{"image_processor_type": "CLIPImageProcessor", "do_pad": true}"#,
-        )
-        .unwrap();
+        let clip: ClipImageProcessorConfig =
+            serde_json::from_str(r#"{"image_processor_type": "CLIPImageProcessor", "do_pad": true}"#).unwrap();
         assert!(!clip.pads_to_square());
     }
 
     #[test]
     fn output_size_depends_on_image_only_without_crop() {
         let cfg: ClipImageProcessorConfig =
-            serde_json::from_str(r#"{"do_center_crop": false, "size": {"shortest_edge": 40}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"do_center_crop": false, "size": {"shortest_edge": 40}}"#).unwrap();
         assert_eq!(cfg.output_size(), None);
         assert_eq!(cfg.output_size_for(300, 199).unwrap(), (40, 60));
     }
 
     #[test]
     fn bad_configs_name_the_field() {
-        let err = |json: &str| {
-            serde_json::from_str::<ClipImageProcessorConfig>(json)
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |json: &str| serde_json::from_str::<ClipImageProcessorConfig>(json).unwrap_err().to_string();
         let e = err(r#"{"resample": 9}"#);
-        assert!(
-            e.contains("`resample`: unknown PIL resampling filter code 9"),
-            "{e}"
-        );
+        assert!(e.contains("`resample`: unknown PIL resampling filter code 9"), "{e}");
         let e = err(r#"{"size": {"longest_edge": 5}}"#);
-        assert!(
-            e.contains("`size`: unsupported keys [\"longest_edge\"]"),
-            "{e}"
-        );
+        assert!(e.contains("`size`: unsupported keys [\"longest_edge\"]"), "{e}");
         let e = err(r#"{"crop_size": "big"}"#);
         assert!(e.contains("`crop_size`: expected an integer"), "{e}");
         let e = err(r#"{"image_mean": [0.5, 0.5]}"#);
         assert!(e.contains("expected 3 numbers"), "{e}");
-        let cfg = ClipImageProcessorConfig {
-            crop_size: SizeSpec::ShortestEdge(5),
-            ..Default::default()
-        };
-        let e = cfg
-            .preprocess(&RgbImage::new(8, 8))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("image processor config: `crop_size`: centre crop needs"),
-            "{e}"
-        );
+        let cfg = ClipImageProcessorConfig { crop_size: SizeSpec::ShortestEdge(5), ..Default::default() };
+        let e = cfg.preprocess(&RgbImage::new(8, 8)).unwrap_err().to_string();
+        assert!(e.starts_with("image processor config: `crop_size`: centre crop needs"), "{e}");
         let e = ClipImageProcessorConfig::default().preprocess(&RgbImage::new(0, 3));
         assert!(e.unwrap_err().to_string().contains("zero size (0x3)"));
     }
@@ -330,16 +282,11 @@ mod tests {
         let mut worst = 0f32;
         for entry in index["processor"].as_array().unwrap() {
             let what = format!("{} on {}", entry["case"], entry["image"]);
-            let cfg: ClipImageProcessorConfig =
-                serde_json::from_value(entry["config"].clone()).unwrap();
+            let cfg: ClipImageProcessorConfig = serde_json::from_value(entry["config"].clone()).unwrap();
             let img = fx::input_image(entry["image"].as_str().unwrap());
             let out = cfg.preprocess(&img).unwrap();
-            let shape: Vec<usize> = entry["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
+            let shape: Vec<usize> =
+                entry["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
             assert_eq!(vec![out.channels, out.height, out.width], shape, "{what}");
             assert_eq!(
                 cfg.output_size_for(img.width(), img.height()).unwrap(),
@@ -349,17 +296,10 @@ mod tests {
             if let Some(size) = cfg.output_size() {
                 assert_eq!(size, (out.height as u32, out.width as u32), "{what}");
             }
-            let want: Vec<f32> = fx::range(&blob, entry)
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
+            let want: Vec<f32> =
+                fx::range(&blob, entry).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
             assert_eq!(out.data.len(), want.len(), "{what}");
-            let diff = out
-                .data
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let diff = out.data.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(diff <= 1e-5, "{what}: max difference {diff}");
             worst = worst.max(diff);
         }

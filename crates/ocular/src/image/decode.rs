@@ -22,9 +22,7 @@ impl Default for ImageLimits {
     /// 64 megapixels: larger than any camera photo a user is likely to send, small enough that
     /// the worst case (16-bit RGBA) stays around half a gigabyte.
     fn default() -> Self {
-        ImageLimits {
-            max_pixels: 64_000_000,
-        }
+        ImageLimits { max_pixels: 64_000_000 }
     }
 }
 
@@ -33,10 +31,7 @@ pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageEr
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ImageError::NotFound { path: name.clone() },
-        _ => ImageError::Read {
-            path: name.clone(),
-            source,
-        },
+        _ => ImageError::Read { path: name.clone(), source },
     })?;
     decode_image(&bytes, &name, limits)
 }
@@ -48,18 +43,12 @@ pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageEr
 /// checked against `limits` before decoding; the decoder itself also gets allocation limits so
 /// that data disagreeing with its header cannot make it allocate more. EXIF orientation is
 /// applied, as transformers' `load_image` does.
-pub fn decode_image(
-    bytes: &[u8],
-    name: &str,
-    limits: &ImageLimits,
-) -> Result<RgbImage, ImageError> {
+pub fn decode_image(bytes: &[u8], name: &str, limits: &ImageLimits) -> Result<RgbImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty { name: name.into() });
     }
     let reader = || -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
-        let reader = ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| corrupt(name, e))?;
+        let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| corrupt(name, e))?;
         if reader.format().is_none() {
             return Err(ImageError::UnknownFormat { name: name.into() });
         }
@@ -70,26 +59,13 @@ pub fn decode_image(
     // buffer against `max_alloc` up front, which would hide the clearer message below.
     let mut header = reader()?;
     header.no_limits();
-    let (width, height) = header
-        .into_decoder()
-        .map_err(|e| from_image_error(name, e))?
-        .dimensions();
+    let (width, height) = header.into_decoder().map_err(|e| from_image_error(name, e))?.dimensions();
     if width == 0 || height == 0 {
-        return Err(ImageError::ZeroSize {
-            name: name.into(),
-            width,
-            height,
-        });
+        return Err(ImageError::ZeroSize { name: name.into(), width, height });
     }
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
-        return Err(ImageError::TooManyPixels {
-            name: name.into(),
-            width,
-            height,
-            pixels,
-            limit: limits.max_pixels,
-        });
+        return Err(ImageError::TooManyPixels { name: name.into(), width, height, pixels, limit: limits.max_pixels });
     }
 
     // Pass 2: decode, held to the header's size and to a budget of 8 bytes a pixel (16-bit
@@ -101,9 +77,7 @@ pub fn decode_image(
     let mut reader = reader()?;
     let format = reader.format();
     reader.limits(decoder_limits);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| from_image_error(name, e))?;
+    let mut decoder = reader.into_decoder().map_err(|e| from_image_error(name, e))?;
     // A broken EXIF block should not make an otherwise good picture unreadable.
     let orientation = decoder.orientation().ok();
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| from_image_error(name, e))?;
@@ -132,34 +106,21 @@ fn to_rgb_like_pillow(img: DynamicImage) -> RgbImage {
         DynamicImage::ImageLumaA8(p) => map_pixels(w, h, &p, 2, |s| [s[0]; 3]),
         DynamicImage::ImageLuma16(p) => map_pixels(w, h, &p, 1, |s| [s[0].min(255) as u8; 3]),
         DynamicImage::ImageLumaA16(p) => map_pixels(w, h, &p, 2, |s| [high(s[0]); 3]),
-        DynamicImage::ImageRgb16(p) => {
-            map_pixels(w, h, &p, 3, |s| [high(s[0]), high(s[1]), high(s[2])])
-        }
-        DynamicImage::ImageRgba16(p) => {
-            map_pixels(w, h, &p, 4, |s| [high(s[0]), high(s[1]), high(s[2])])
-        }
+        DynamicImage::ImageRgb16(p) => map_pixels(w, h, &p, 3, |s| [high(s[0]), high(s[1]), high(s[2])]),
+        DynamicImage::ImageRgba16(p) => map_pixels(w, h, &p, 4, |s| [high(s[0]), high(s[1]), high(s[2])]),
         // Float images do not come out of the supported formats.
         other => other.to_rgb8(),
     }
 }
 
 /// Builds an RGB image from interleaved samples, `channels` per pixel.
-fn map_pixels<T: Copy>(
-    w: u32,
-    h: u32,
-    samples: &[T],
-    channels: usize,
-    f: impl Fn(&[T]) -> [u8; 3],
-) -> RgbImage {
+fn map_pixels<T: Copy>(w: u32, h: u32, samples: &[T], channels: usize, f: impl Fn(&[T]) -> [u8; 3]) -> RgbImage {
     let raw = samples.chunks_exact(channels).flat_map(f).collect();
     RgbImage::from_raw(w, h, raw).expect("decoder returned a buffer of the wrong size")
 }
 
 fn corrupt(name: &str, detail: impl std::fmt::Display) -> ImageError {
-    ImageError::Corrupt {
-        name: name.into(),
-        detail: detail.to_string(),
-    }
+    ImageError::Corrupt { name: name.into(), detail: detail.to_string() }
 }
 
 fn from_image_error(name: &str, err: ::image::ImageError) -> ImageError {
@@ -172,10 +133,7 @@ fn from_image_error(name: &str, err: ::image::ImageError) -> ImageError {
                     other => other.to_string(),
                 },
             },
-            _ => ImageError::UnsupportedFeature {
-                name: name.into(),
-                detail: e.to_string(),
-            },
+            _ => ImageError::UnsupportedFeature { name: name.into(), detail: e.to_string() },
         },
         ::image::ImageError::Limits(e) => ImageError::Corrupt {
             name: name.into(),
@@ -190,9 +148,7 @@ mod tests {
     use super::*;
 
     fn check_err(bytes: &[u8], want: &[&str]) {
-        let err = decode_image(bytes, "pics/cat.png", &ImageLimits::default())
-            .unwrap_err()
-            .to_string();
+        let err = decode_image(bytes, "pics/cat.png", &ImageLimits::default()).unwrap_err().to_string();
         assert!(err.starts_with("pics/cat.png: "), "{err}");
         assert!(!err.contains('\n'), "{err}");
         for w in want {
@@ -206,11 +162,7 @@ mod tests {
         for &b in kind.iter().chain(data) {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
             }
         }
         let mut out = (data.len() as u32).to_be_bytes().to_vec();
@@ -228,10 +180,7 @@ mod tests {
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         png.extend(chunk(b"IHDR", &ihdr));
         // zlib stream of a single stored empty block: enough for the header to parse.
-        png.extend(chunk(
-            b"IDAT",
-            &[0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1],
-        ));
+        png.extend(chunk(b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1]));
         png.extend(chunk(b"IEND", &[]));
         png
     }
@@ -243,19 +192,13 @@ mod tests {
 
     #[test]
     fn text_file_is_unknown_format() {
-        check_err(
-            b"hello, this is not a picture\n",
-            &["not a recognised image format"],
-        );
+        check_err(b"hello, this is not a picture\n", &["not a recognised image format"]);
     }
 
     #[test]
     fn unsupported_format_is_named() {
         // A little-endian TIFF signature: recognised by content, but not built in.
-        check_err(
-            b"II*\0\x08\0\0\0\0\0\0\0\0\0\0\0",
-            &["TIFF images are not supported"],
-        );
+        check_err(b"II*\0\x08\0\0\0\0\0\0\0\0\0\0\0", &["TIFF images are not supported"]);
     }
 
     #[test]
@@ -269,12 +212,8 @@ mod tests {
     fn truncated_png() {
         let img = RgbImage::from_fn(16, 16, |x, y| [x as u8 * 13, y as u8 * 7, 99].into());
         let mut png = Vec::new();
-        img.write_to(&mut Cursor::new(&mut png), ::image::ImageFormat::Png)
-            .unwrap();
-        assert_eq!(
-            decode_image(&png, "ok.png", &ImageLimits::default()).unwrap(),
-            img
-        );
+        img.write_to(&mut Cursor::new(&mut png), ::image::ImageFormat::Png).unwrap();
+        assert_eq!(decode_image(&png, "ok.png", &ImageLimits::default()).unwrap(), img);
         check_err(&png[..png.len() / 2], &["corrupt or truncated image data"]);
     }
 
@@ -295,19 +234,11 @@ mod tests {
         bmp.extend_from_slice(&1u16.to_le_bytes());
         bmp.extend_from_slice(&24u16.to_le_bytes());
         bmp.extend_from_slice(&[0; 24]);
-        check_err(
-            &bmp,
-            &["image is 30000x30000 = 900000000 pixels, over the limit"],
-        );
+        check_err(&bmp, &["image is 30000x30000 = 900000000 pixels, over the limit"]);
         // The same header within a raised limit gets as far as the missing pixels.
-        let big = ImageLimits {
-            max_pixels: 1 << 40,
-        };
+        let big = ImageLimits { max_pixels: 1 << 40 };
         let err = decode_image(&png_header(20000, 20000), "x.png", &big).unwrap_err();
-        assert!(
-            err.to_string().starts_with("x.png: corrupt or truncated"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("x.png: corrupt or truncated"), "{err}");
     }
 
     #[test]
@@ -319,12 +250,7 @@ mod tests {
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = load_image(
-            Path::new("/nonexistent/dir/cat.jpg"),
-            &ImageLimits::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = load_image(Path::new("/nonexistent/dir/cat.jpg"), &ImageLimits::default()).unwrap_err().to_string();
         assert_eq!(err, "/nonexistent/dir/cat.jpg: no such file");
     }
 
@@ -340,20 +266,12 @@ mod tests {
             let file = entry["file"].as_str().unwrap();
             let img = decode_image(&fx::read(file), file, &ImageLimits::default()).unwrap();
             let want = fx::range(&blob, entry);
-            let dims = (
-                fx::u32_field(entry, "width"),
-                fx::u32_field(entry, "height"),
-            );
+            let dims = (fx::u32_field(entry, "width"), fx::u32_field(entry, "height"));
             if img.dimensions() != dims {
                 failures.push(format!("{file}: {:?}, want {dims:?}", img.dimensions()));
                 continue;
             }
-            let diffs: Vec<i32> = img
-                .as_raw()
-                .iter()
-                .zip(want)
-                .map(|(&a, &b)| a as i32 - b as i32)
-                .collect();
+            let diffs: Vec<i32> = img.as_raw().iter().zip(want).map(|(&a, &b)| a as i32 - b as i32).collect();
             let max = diffs.iter().map(|d| d.abs()).max().unwrap();
             let mean = diffs.iter().map(|d| d.abs() as f64).sum::<f64>() / diffs.len() as f64;
             eprintln!("{file}: max {max} mean {mean:.3}");

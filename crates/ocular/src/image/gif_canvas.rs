@@ -43,11 +43,7 @@ fn parse(bytes: &[u8]) -> Option<FirstFrame> {
     r.take(4)?; // logical screen width and height
     let flags = r.byte()?;
     r.take(2)?; // background index (Pillow does not paint with it) and aspect ratio
-    let palette = if flags & 0x80 != 0 {
-        r.take(3 << ((flags & 7) + 1))?.to_vec()
-    } else {
-        Vec::new()
-    };
+    let palette = if flags & 0x80 != 0 { r.take(3 << ((flags & 7) + 1))?.to_vec() } else { Vec::new() };
     let mut transparency = None;
     loop {
         match r.byte()? {
@@ -67,36 +63,45 @@ fn parse(bytes: &[u8]) -> Option<FirstFrame> {
             0x2c => {
                 let mut field = || r.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u32);
                 let rect = (field()?, field()?, field()?, field()?);
-                return Some(FirstFrame {
-                    palette,
-                    transparency,
-                    rect,
-                });
+                return Some(FirstFrame { palette, transparency, rect });
             }
             _ => return None,
         }
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// Reads GIF bytes in order; `None` when the data ends too soon.
+pub(super) struct Reader<'a> {
+    pub bytes: &'a [u8],
+    pub pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let out = self.bytes.get(self.pos..self.pos + n)?;
         self.pos += n;
         Some(out)
     }
 
-    fn byte(&mut self) -> Option<u8> {
+    pub fn byte(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
 
-    fn sub_block(&mut self) -> Option<&'a [u8]> {
+    /// One data sub-block (a length byte, then that many bytes), without its length.
+    pub fn sub_block(&mut self) -> Option<&'a [u8]> {
         let n = self.byte()? as usize;
         self.take(n)
+    }
+
+    /// Skips data sub-blocks up to and including the empty one; false if the data ends first.
+    pub fn skip_sub_blocks(&mut self) -> bool {
+        loop {
+            match self.sub_block() {
+                Some([]) => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
     }
 }
 

@@ -8,21 +8,37 @@
 //! Flow: [`load_image`] / [`decode_image`] (limits checked before decoding) → optional
 //! [`expand_to_square`] → [`resize`] (bit-exact with Pillow) → [`center_crop`] →
 //! [`to_normalized_chw`].
+//!
+//! Qwen2-VL / Qwen2.5-VL: [`Qwen2VlImageProcessorConfig::preprocess_image`] ([`smart_resize`],
+//! then flat [`Patches`]); videos come from [`load_video`] (a folder of frames, an animated
+//! GIF, or ffmpeg) and go through [`Qwen2VlVideoProcessorConfig::preprocess_video`].
 
 mod clip_processor;
 mod decode;
+mod ffmpeg;
 mod gif_canvas;
+mod gif_frames;
+mod gif_lzw;
+mod qwen2_vl_config;
+mod qwen2_vl_processor;
 mod resize;
 mod size;
 #[cfg(test)]
 mod test_fixtures;
 mod transform;
+mod video;
 
 pub use self::clip_processor::{ClipImageProcessorConfig, Preprocessed};
 pub use self::decode::{decode_image, load_image, ImageLimits};
+pub use self::qwen2_vl_config::{
+    Qwen2VlImageProcessorConfig, Qwen2VlVideoProcessorConfig, QWEN2_VL_IMAGE_MAX_PIXELS, QWEN2_VL_IMAGE_MIN_PIXELS,
+    QWEN2_VL_VIDEO_MAX_PIXELS, QWEN2_VL_VIDEO_MIN_PIXELS,
+};
+pub use self::qwen2_vl_processor::{smart_resize, Patches, MAX_ASPECT_RATIO};
 pub use self::resize::{resize, Filter};
 pub use self::size::SizeSpec;
 pub use self::transform::{center_crop, expand_to_square, to_normalized_chw};
+pub use self::video::{load_video, sample_indices, FrameSampling, Video, FOLDER_FPS};
 /// The decoded pixel type used throughout: 8-bit RGB, row-major, interleaved.
 pub use ::image::RgbImage;
 
@@ -56,23 +72,13 @@ pub enum ImageError {
     Corrupt { name: String, detail: String },
 
     #[error("{name}: image has zero size ({width}x{height})")]
-    ZeroSize {
-        name: String,
-        width: u32,
-        height: u32,
-    },
+    ZeroSize { name: String, width: u32, height: u32 },
 
     #[error(
         "{name}: image is {width}x{height} = {pixels} pixels, over the limit of {limit} \
          (raise it with --max-image-pixels)"
     )]
-    TooManyPixels {
-        name: String,
-        width: u32,
-        height: u32,
-        pixels: u64,
-        limit: u64,
-    },
+    TooManyPixels { name: String, width: u32, height: u32, pixels: u64, limit: u64 },
 
     #[error(
         "unknown PIL resampling filter code {code} (expected 0 NEAREST, 1 LANCZOS, 2 BILINEAR, \
@@ -81,8 +87,46 @@ pub enum ImageError {
     UnknownFilter { code: u64 },
 
     #[error("image processor config: `{field}`: {message}")]
-    Config {
-        field: &'static str,
-        message: String,
+    Config { field: &'static str, message: String },
+
+    #[error(
+        "image {width}x{height} has aspect ratio {}, over the limit of 200",
+        qwen2_vl_processor::python_float(*.ratio)
+    )]
+    AspectRatio { width: u32, height: u32, ratio: f64 },
+
+    #[error("video has no frames")]
+    NoFrames,
+
+    #[error(
+        "frame {index} is {width}x{height} but frame {first_index} is \
+         {first_width}x{first_height}; all frames of a video must be the same size"
+    )]
+    FrameSizeMismatch { index: usize, width: u32, height: u32, first_index: usize, first_width: u32, first_height: u32 },
+
+    #[error(
+        "{path}: folder has no video frames (files ending .png, .jpg, .jpeg, .webp, .bmp or \
+         .gif)"
+    )]
+    EmptyFrameFolder { path: String },
+
+    #[error(
+        "{path}: decoding video files needs ffmpeg on PATH (or give a folder of frames / an \
+         animated GIF)"
+    )]
+    FfmpegMissing { path: String },
+
+    #[error("{path}: ffmpeg could not decode the video: {detail}")]
+    Ffmpeg { path: String, detail: String },
+
+    #[error("frame sampling: {message}")]
+    Sampling { message: String },
+
+    /// Another error, prefixed with the file (or frame) it is about.
+    #[error("{name}: {source}")]
+    InFile {
+        name: String,
+        #[source]
+        source: Box<ImageError>,
     },
 }

@@ -164,19 +164,11 @@ impl AxisCoeffs {
                 let w = if total != 0.0 { w / total } else { w };
                 // Round half away from zero, then truncate, as `normalize_coeffs_8bpc` does.
                 let scaled = w * (1u32 << PRECISION_BITS) as f64;
-                *dst = if w < 0.0 {
-                    (scaled - 0.5) as i32
-                } else {
-                    (scaled + 0.5) as i32
-                };
+                *dst = if w < 0.0 { (scaled - 0.5) as i32 } else { (scaled + 0.5) as i32 };
             }
             bounds.push((xmin, n));
         }
-        AxisCoeffs {
-            bounds,
-            weights,
-            ksize,
-        }
+        AxisCoeffs { bounds, weights, ksize }
     }
 
     fn taps(&self, out: usize) -> (usize, &[i32]) {
@@ -224,18 +216,11 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbIma
     // (rows, out_w * 3) after the horizontal pass, or the source itself when the width is kept.
     let (horiz, row_offset): (Vec<u8>, usize) = if out_w != in_w {
         let coeffs = AxisCoeffs::new(in_w, out_w, filter);
-        (
-            horizontal_pass(src, in_w, first_row..last_row, out_w, &coeffs),
-            first_row,
-        )
+        (horizontal_pass(src, in_w, first_row..last_row, out_w, &coeffs), first_row)
     } else {
         (src.to_vec(), 0)
     };
-    let out = if out_h != in_h {
-        vertical_pass(&horiz, out_w, row_offset, &vert, out_h)
-    } else {
-        horiz
-    };
+    let out = if out_h != in_h { vertical_pass(&horiz, out_w, row_offset, &vert, out_h) } else { horiz };
     RgbImage::from_raw(width, height, out).expect("resize produced a buffer of the wrong size")
 }
 
@@ -253,10 +238,7 @@ fn horizontal_pass(
         for (xx, dst) in dst_row.chunks_exact_mut(3).enumerate() {
             let (start, k) = coeffs.taps(xx);
             let (mut r, mut g, mut b) = (HALF, HALF, HALF);
-            for (px, &w) in src_row[start * 3..(start + k.len()) * 3]
-                .chunks_exact(3)
-                .zip(k)
-            {
+            for (px, &w) in src_row[start * 3..(start + k.len()) * 3].chunks_exact(3).zip(k) {
                 // Wrapping arithmetic mirrors C's 32-bit int and cannot change exact sums.
                 r = r.wrapping_add((px[0] as i32).wrapping_mul(w));
                 g = g.wrapping_add((px[1] as i32).wrapping_mul(w));
@@ -272,13 +254,7 @@ fn horizontal_pass(
 
 /// Resamples columns: output row `yy` mixes rows of `src` (width `w`, RGB), whose first row is
 /// source row `row_offset`.
-fn vertical_pass(
-    src: &[u8],
-    w: usize,
-    row_offset: usize,
-    coeffs: &AxisCoeffs,
-    out_h: usize,
-) -> Vec<u8> {
+fn vertical_pass(src: &[u8], w: usize, row_offset: usize, coeffs: &AxisCoeffs, out_h: usize) -> Vec<u8> {
     let stride = w * 3;
     let mut out = vec![0u8; out_h * stride];
     // Accumulate whole rows at a time: integer sums do not depend on order, and this walks
@@ -345,21 +321,13 @@ mod tests {
             assert_eq!(Filter::from_pil_code(code).unwrap().pil_code(), code);
         }
         let err = Filter::from_pil_code(7).unwrap_err().to_string();
-        assert!(
-            err.contains("unknown PIL resampling filter code 7"),
-            "{err}"
-        );
+        assert!(err.contains("unknown PIL resampling filter code 7"), "{err}");
     }
 
     #[test]
     fn weights_sum_to_one_in_fixed_point() {
         // Each row of fixed-point weights must sum to about 1 << 22 (rounding moves it by a few).
-        for filter in [
-            Filter::Bilinear,
-            Filter::Bicubic,
-            Filter::Lanczos,
-            Filter::Hamming,
-        ] {
+        for filter in [Filter::Bilinear, Filter::Bicubic, Filter::Lanczos, Filter::Hamming] {
             let c = AxisCoeffs::new(300, 37, filter);
             for out in 0..37 {
                 let s: i64 = c.taps(out).1.iter().map(|&w| w as i64).sum();
@@ -371,21 +339,13 @@ mod tests {
     #[test]
     fn constant_image_stays_constant() {
         let img = RgbImage::from_pixel(37, 23, ::image::Rgb([17, 200, 255]));
-        for filter in [
-            Filter::Nearest,
-            Filter::Lanczos,
-            Filter::Bilinear,
-            Filter::Bicubic,
-            Filter::Box,
-            Filter::Hamming,
-        ] {
+        for filter in
+            [Filter::Nearest, Filter::Lanczos, Filter::Bilinear, Filter::Bicubic, Filter::Box, Filter::Hamming]
+        {
             for (w, h) in [(80, 50), (13, 7), (37, 40), (1, 1)] {
                 let out = resize(&img, w, h, filter);
                 assert_eq!(out.dimensions(), (w, h));
-                assert!(
-                    out.pixels().all(|p| p.0 == [17, 200, 255]),
-                    "{filter:?} {w}x{h}"
-                );
+                assert!(out.pixels().all(|p| p.0 == [17, 200, 255]), "{filter:?} {w}x{h}");
             }
         }
     }
@@ -393,8 +353,7 @@ mod tests {
     #[test]
     fn box_halving_averages_pairs() {
         // A 4x1 row halved with BOX: each output is the rounded mean of two inputs.
-        let img =
-            RgbImage::from_raw(4, 1, vec![0, 0, 0, 255, 255, 255, 10, 20, 30, 11, 21, 31]).unwrap();
+        let img = RgbImage::from_raw(4, 1, vec![0, 0, 0, 255, 255, 255, 10, 20, 30, 11, 21, 31]).unwrap();
         let out = resize(&img, 2, 1, Filter::Box);
         assert_eq!(out.as_raw(), &vec![128, 128, 128, 11, 21, 31]);
     }
@@ -420,23 +379,13 @@ mod tests {
             let name = entry["image"].as_str().unwrap();
             let img = fx::input_image(name);
             let filter = Filter::from_pil_code(fx::u32_field(entry, "filter")).unwrap();
-            let (w, h) = (
-                fx::u32_field(entry, "width"),
-                fx::u32_field(entry, "height"),
-            );
+            let (w, h) = (fx::u32_field(entry, "width"), fx::u32_field(entry, "height"));
             let want = fx::range(&blob, entry);
             let got = resize(&img, w, h, filter);
             assert_eq!(got.dimensions(), (w, h));
-            let diffs = got
-                .as_raw()
-                .iter()
-                .zip(want)
-                .filter(|(a, b)| a != b)
-                .count();
+            let diffs = got.as_raw().iter().zip(want).filter(|(a, b)| a != b).count();
             if diffs > 0 {
-                failures.push(format!(
-                    "{name} -> {w}x{h} {filter:?}: {diffs} bytes differ"
-                ));
+                failures.push(format!("{name} -> {w}x{h} {filter:?}: {diffs} bytes differ"));
             }
             checked += 1;
         }

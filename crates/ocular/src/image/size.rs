@@ -14,10 +14,7 @@ pub enum SizeSpec {
     /// `{"shortest_edge": n}` (or a bare int for `size`): scale so the short side is `n`.
     ShortestEdge(u32),
     /// `{"shortest_edge": n, "longest_edge": m}`: as above, unless the long side would pass `m`.
-    ShortestLongest {
-        shortest_edge: u32,
-        longest_edge: u32,
-    },
+    ShortestLongest { shortest_edge: u32, longest_edge: u32 },
     /// `{"max_height": h, "max_width": w}`: the largest size with the same aspect that fits.
     MaxHeightWidth { max_height: u32, max_width: u32 },
 }
@@ -29,20 +26,12 @@ impl SizeSpec {
         match self {
             SizeSpec::HeightWidth { height, width } => (height, width),
             SizeSpec::ShortestEdge(n) => shortest_edge_size(height, width, n),
-            SizeSpec::ShortestLongest {
-                shortest_edge,
-                longest_edge,
-            } => size_with_aspect_ratio(height, width, shortest_edge, longest_edge),
-            SizeSpec::MaxHeightWidth {
-                max_height,
-                max_width,
-            } => {
-                let scale =
-                    (max_height as f64 / height as f64).min(max_width as f64 / width as f64);
-                (
-                    (height as f64 * scale) as u32,
-                    (width as f64 * scale) as u32,
-                )
+            SizeSpec::ShortestLongest { shortest_edge, longest_edge } => {
+                size_with_aspect_ratio(height, width, shortest_edge, longest_edge)
+            }
+            SizeSpec::MaxHeightWidth { max_height, max_width } => {
+                let scale = (max_height as f64 / height as f64).min(max_width as f64 / width as f64);
+                ((height as f64 * scale) as u32, (width as f64 * scale) as u32)
             }
         }
     }
@@ -51,11 +40,7 @@ impl SizeSpec {
 /// transformers' `get_resize_output_image_size(default_to_square=False)`: the short side
 /// becomes `size` and the long side `int(size * long / short)`, truncated (not rounded).
 fn shortest_edge_size(height: u32, width: u32, size: u32) -> (u32, u32) {
-    let (short, long) = if width <= height {
-        (width, height)
-    } else {
-        (height, width)
-    };
+    let (short, long) = if width <= height { (width, height) } else { (height, width) };
     // Python multiplies the ints exactly, then divides in double precision.
     let new_long = ((size as u64 * long as u64) as f64 / short as f64) as u32;
     if width <= height {
@@ -99,10 +84,7 @@ fn parse_size(v: &Value, int_is_square: bool) -> Result<SizeSpec, String> {
     let int = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
     if let Some(n) = int(v) {
         return Ok(if int_is_square {
-            SizeSpec::HeightWidth {
-                height: n,
-                width: n,
-            }
+            SizeSpec::HeightWidth { height: n, width: n }
         } else {
             SizeSpec::ShortestEdge(n)
         });
@@ -113,29 +95,20 @@ fn parse_size(v: &Value, int_is_square: bool) -> Result<SizeSpec, String> {
         }
     }
     let Some(map) = v.as_object() else {
-        return Err(format!(
-            "expected an integer, [height, width] or an object, got {v}"
-        ));
+        return Err(format!("expected an integer, [height, width] or an object, got {v}"));
     };
     let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    let get = |k: &str| {
-        int(&map[k]).ok_or_else(|| format!("`{k}` must be a non-negative integer, got {}", map[k]))
-    };
+    let get = |k: &str| int(&map[k]).ok_or_else(|| format!("`{k}` must be a non-negative integer, got {}", map[k]));
     Ok(match keys.as_slice() {
-        ["height", "width"] => SizeSpec::HeightWidth {
-            height: get("height")?,
-            width: get("width")?,
-        },
+        ["height", "width"] => SizeSpec::HeightWidth { height: get("height")?, width: get("width")? },
         ["shortest_edge"] => SizeSpec::ShortestEdge(get("shortest_edge")?),
-        ["longest_edge", "shortest_edge"] => SizeSpec::ShortestLongest {
-            shortest_edge: get("shortest_edge")?,
-            longest_edge: get("longest_edge")?,
-        },
-        ["max_height", "max_width"] => SizeSpec::MaxHeightWidth {
-            max_height: get("max_height")?,
-            max_width: get("max_width")?,
-        },
+        ["longest_edge", "shortest_edge"] => {
+            SizeSpec::ShortestLongest { shortest_edge: get("shortest_edge")?, longest_edge: get("longest_edge")? }
+        }
+        ["max_height", "max_width"] => {
+            SizeSpec::MaxHeightWidth { max_height: get("max_height")?, max_width: get("max_width")? }
+        }
         _ => {
             return Err(format!(
                 "unsupported keys {keys:?} (expected height+width, shortest_edge, \
@@ -146,13 +119,11 @@ fn parse_size(v: &Value, int_is_square: bool) -> Result<SizeSpec, String> {
 }
 
 pub(super) fn size_de<'de, D: Deserializer<'de>>(d: D) -> Result<SizeSpec, D::Error> {
-    parse_size(&Value::deserialize(d)?, false)
-        .map_err(|m| serde::de::Error::custom(format!("`size`: {m}")))
+    parse_size(&Value::deserialize(d)?, false).map_err(|m| serde::de::Error::custom(format!("`size`: {m}")))
 }
 
 pub(super) fn crop_size_de<'de, D: Deserializer<'de>>(d: D) -> Result<SizeSpec, D::Error> {
-    parse_size(&Value::deserialize(d)?, true)
-        .map_err(|m| serde::de::Error::custom(format!("`crop_size`: {m}")))
+    parse_size(&Value::deserialize(d)?, true).map_err(|m| serde::de::Error::custom(format!("`crop_size`: {m}")))
 }
 
 #[cfg(test)]

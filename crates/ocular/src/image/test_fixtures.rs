@@ -9,17 +9,12 @@ use serde_json::Value;
 use super::{decode_image, ImageLimits};
 
 pub(super) fn path(relative: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/image"
-    ))
-    .join(relative)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/image")).join(relative)
 }
 
 /// `index.json`: which blob range holds which reference output.
 pub(super) fn index() -> Value {
-    let text =
-        std::fs::read_to_string(path("index.json")).expect("tests/fixtures/image/index.json");
+    let text = std::fs::read_to_string(path("index.json")).expect("tests/fixtures/image/index.json");
     serde_json::from_str(&text).expect("index.json is JSON")
 }
 
@@ -41,7 +36,5 @@ pub(super) fn input_image(name: &str) -> RgbImage {
 }
 
 pub(super) fn u32_field(entry: &Value, key: &str) -> u32 {
-    entry[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} in {entry}")) as u32
+    entry[key].as_u64().unwrap_or_else(|| panic!("{key} in {entry}")) as u32
 }

@@ -43,16 +43,7 @@ pub fn expand_to_square(img: &RgbImage, background: [u8; 3]) -> RgbImage {
 
 /// Copies an `nx` x `ny` block from `src` at (`sx`, `sy`) into `dst` at (`dx`, `dy`).
 #[allow(clippy::too_many_arguments)]
-fn copy_rect(
-    src: &RgbImage,
-    sx: u32,
-    sy: u32,
-    dst: &mut RgbImage,
-    dx: u32,
-    dy: u32,
-    nx: u32,
-    ny: u32,
-) {
+fn copy_rect(src: &RgbImage, sx: u32, sy: u32, dst: &mut RgbImage, dx: u32, dy: u32, nx: u32, ny: u32) {
     let (sw, dw) = (src.width() as usize, dst.width() as usize);
     let n = nx as usize * 3;
     let (src, dst) = (src.as_raw(), &mut **dst);
@@ -77,11 +68,7 @@ pub fn to_normalized_chw(
     std: [f32; 3],
 ) -> Vec<f32> {
     to_chw_with(img, |c, p| {
-        let mut v = if do_rescale {
-            (p as f64 * rescale_factor) as f32
-        } else {
-            p as f32
-        };
+        let mut v = if do_rescale { (p as f64 * rescale_factor) as f32 } else { p as f32 };
         if do_normalize {
             v = (v - mean[c]) / std[c];
         }
@@ -127,10 +114,7 @@ mod tests {
         let out = center_crop(&coords(10, 5), 6, 8);
         assert_eq!(out.dimensions(), (6, 8));
         for y in [0, 1, 7] {
-            assert!(
-                (0..6).all(|x| out.get_pixel(x, y).0 == [0, 0, 0]),
-                "row {y}"
-            );
+            assert!((0..6).all(|x| out.get_pixel(x, y).0 == [0, 0, 0]), "row {y}");
         }
         assert_eq!(out.get_pixel(0, 2).0, [2, 0, 7]);
         assert_eq!(out.get_pixel(5, 6).0, [7, 4, 7]);
@@ -161,17 +145,7 @@ mod tests {
         let t = to_normalized_chw(&img, 1.0 / 255.0, true, true, mean, std);
         // Layout: R plane, G plane, B plane.
         let want = |p: u8, c: usize| ((p as f64 * (1.0 / 255.0)) as f32 - mean[c]) / std[c];
-        assert_eq!(
-            t,
-            vec![
-                want(0, 0),
-                want(1, 0),
-                want(128, 1),
-                want(2, 1),
-                want(255, 2),
-                want(3, 2)
-            ]
-        );
+        assert_eq!(t, vec![want(0, 0), want(1, 0), want(128, 1), want(2, 1), want(255, 2), want(3, 2)]);
         let raw = to_normalized_chw(&img, 1.0 / 255.0, false, false, mean, std);
         assert_eq!(raw, vec![0.0, 1.0, 128.0, 2.0, 255.0, 3.0]);
     }

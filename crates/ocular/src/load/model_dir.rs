@@ -15,10 +15,7 @@ impl ModelDir {
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         if !root.is_dir() {
-            return Err(Error::model_file(
-                &root,
-                "model folder not found (expected a folder with config.json)",
-            ));
+            return Err(Error::model_file(&root, "model folder not found (expected a folder with config.json)"));
         }
         Ok(Self { root })
     }
@@ -44,12 +41,8 @@ impl ModelDir {
     }
 
     pub fn config(&self) -> Result<Value> {
-        self.json("config.json")?.ok_or_else(|| {
-            Error::model_file(
-                self.path("config.json"),
-                "missing: every model folder needs config.json",
-            )
-        })
+        self.json("config.json")?
+            .ok_or_else(|| Error::model_file(self.path("config.json"), "missing: every model folder needs config.json"))
     }
 
     /// The image processor's settings: `preprocessor_config.json` (4.x) or the
@@ -63,7 +56,10 @@ impl ModelDir {
         if let Some(v) = self.json("preprocessor_config.json")? {
             return Ok((self.path("preprocessor_config.json"), v));
         }
-        Err(Error::model_file(&self.root, "no image processor settings: expected preprocessor_config.json or processor_config.json"))
+        Err(Error::model_file(
+            &self.root,
+            "no image processor settings: expected preprocessor_config.json or processor_config.json",
+        ))
     }
 
     /// Processor-level fields (`patch_size`, `num_additional_image_tokens`, ...): the top level of
@@ -94,10 +90,8 @@ impl ModelDir {
                     Value::String(s) => return Ok(Some(s)),
                     // A list of named templates: take "default".
                     Value::Array(items) => {
-                        let default = items
-                            .iter()
-                            .find(|i| i["name"] == "default")
-                            .and_then(|i| i["template"].as_str());
+                        let default =
+                            items.iter().find(|i| i["name"] == "default").and_then(|i| i["template"].as_str());
                         if let Some(s) = default {
                             return Ok(Some(s.to_string()));
                         }
@@ -127,10 +121,7 @@ impl ModelDir {
             .get("weight_map")
             .and_then(Value::as_object)
             .ok_or_else(|| Error::model_file(&index_path, "no `weight_map` object"))?;
-        let mut files: Vec<String> = map
-            .values()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect();
+        let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
         files.sort();
         files.dedup();
         files
@@ -140,10 +131,7 @@ impl ModelDir {
                 if p.is_file() {
                     Ok(p)
                 } else {
-                    Err(Error::model_file(
-                        &p,
-                        "missing: the shard is listed in model.safetensors.index.json",
-                    ))
+                    Err(Error::model_file(&p, "missing: the shard is listed in model.safetensors.index.json"))
                 }
             })
             .collect()

@@ -27,13 +27,9 @@ impl WeightIndex {
             let file = std::fs::File::open(path).map_err(|e| Error::model_file(path, e))?;
             // SAFETY: the map is read-only and dropped before this function returns; a file
             // changed underneath it could only yield wrong bytes, which validation reports.
-            let mmap =
-                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::model_file(path, e))?;
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::model_file(path, e))?;
             let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| {
-                Error::model_file(
-                    path,
-                    format!("not a valid safetensors file (truncated or corrupt?): {e}"),
-                )
+                Error::model_file(path, format!("not a valid safetensors file (truncated or corrupt?): {e}"))
             })?;
             for (name, view) in st.tensors() {
                 shapes.insert(name, view.shape().to_vec());
@@ -48,11 +44,7 @@ impl WeightIndex {
 
     /// Number of parameters stored under `prefix`.
     pub fn count_params(&self, prefix: &str) -> usize {
-        self.shapes
-            .iter()
-            .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum()
+        self.shapes.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, s)| s.iter().product::<usize>()).sum()
     }
 
     /// A builder that reads (and converts to `dtype`) any tensor on demand, reporting the
@@ -64,32 +56,14 @@ impl WeightIndex {
         progress: Option<Progress>,
     ) -> Result<VarBuilder<'static>> {
         // SAFETY: as above, read-only maps of files validated just before.
-        let inner = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&self.files) }
-            .map_err(|e| Error::Weights {
-                dir: self
-                    .files
-                    .first()
-                    .and_then(|f| f.parent())
-                    .unwrap_or(Path::new("."))
-                    .to_path_buf(),
+        let inner =
+            unsafe { candle_core::safetensors::MmapedSafetensors::multi(&self.files) }.map_err(|e| Error::Weights {
+                dir: self.files.first().and_then(|f| f.parent()).unwrap_or(Path::new(".")).to_path_buf(),
                 message: e.to_string(),
             })?;
-        let total = self
-            .shapes
-            .values()
-            .map(|s| s.iter().product::<usize>() as u64)
-            .sum();
-        let backend = Counting {
-            inner,
-            done: AtomicU64::new(0),
-            total,
-            progress,
-        };
-        Ok(VarBuilder::from_backend(
-            Box::new(backend),
-            dtype,
-            device.clone(),
-        ))
+        let total = self.shapes.values().map(|s| s.iter().product::<usize>() as u64).sum();
+        let backend = Counting { inner, done: AtomicU64::new(0), total, progress };
+        Ok(VarBuilder::from_backend(Box::new(backend), dtype, device.clone()))
     }
 }
 
@@ -107,10 +81,7 @@ struct Counting {
 impl Counting {
     fn counted(&self, t: candle_core::Result<Tensor>) -> candle_core::Result<Tensor> {
         if let (Ok(t), Some(report)) = (&t, &self.progress) {
-            let done = self
-                .done
-                .fetch_add(t.elem_count() as u64, Ordering::Relaxed)
-                + t.elem_count() as u64;
+            let done = self.done.fetch_add(t.elem_count() as u64, Ordering::Relaxed) + t.elem_count() as u64;
             report(done, self.total);
         }
         t
@@ -118,14 +89,7 @@ impl Counting {
 }
 
 impl SimpleBackend for Counting {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         self.counted(SimpleBackend::get(&self.inner, s, name, h, dtype, dev))
     }
 

@@ -3,6 +3,8 @@
 //! against that trait.
 
 pub mod llava;
+pub mod qwen2_vl;
+mod splice;
 
 use candle_core::Tensor;
 
@@ -17,11 +19,37 @@ pub struct Prepared {
     pub media: Vec<MediaInput>,
 }
 
+/// The images and videos attached to a prompt, each list in the order of its placeholders.
+#[derive(Default)]
+pub struct Media {
+    pub images: Vec<::image::RgbImage>,
+    pub videos: Vec<crate::image::Video>,
+    /// Per-request pixel limits for families that resize to any resolution (Qwen2-VL).
+    pub min_pixels: Option<u64>,
+    pub max_pixels: Option<u64>,
+}
+
+impl Media {
+    pub fn images(images: Vec<::image::RgbImage>) -> Self {
+        Self { images, ..Default::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MediaKind {
+    Image,
+    /// A video; Qwen2.5-VL spaces its temporal positions by the seconds each grid frame spans.
+    Video {
+        seconds_per_grid: f32,
+    },
+}
+
 /// One preprocessed image (or video), in the layout its family's encoder takes.
 pub struct MediaInput {
     pub pixels: Tensor,
     /// (time, height, width) in patches.
     pub grid_thw: [usize; 3],
+    pub kind: MediaKind,
 }
 
 /// What a sequence has seen so far: the KV cache and the next position id.
@@ -56,14 +84,9 @@ pub trait VisionLanguageModel: Send + Sync {
     fn tokenizer(&self) -> &TextTokenizer;
     /// The text that marks an image in a prompt (`<image>`).
     fn image_placeholder(&self) -> &str;
-    /// Preprocess the images, expand each placeholder and tokenize, as the family's
+    /// Preprocess the media, expand each placeholder and tokenize, as the family's
     /// transformers processor does.
-    fn prepare(
-        &self,
-        text: &str,
-        images: &[::image::RgbImage],
-        add_special_tokens: bool,
-    ) -> Result<Prepared>;
+    fn prepare(&self, text: &str, media: &Media, add_special_tokens: bool) -> Result<Prepared>;
     fn new_state(&self) -> DecodeState;
     /// Encode the media, splice them into the prompt and run it: f32 logits of the last position.
     fn prefill(&self, input: &Prepared, state: &mut DecodeState) -> Result<Tensor>;
@@ -71,22 +94,21 @@ pub trait VisionLanguageModel: Send + Sync {
     fn decode(&self, token: u32, state: &mut DecodeState) -> Result<Tensor>;
 }
 
-const SUPPORTED: &[&str] = &["llava"];
+const SUPPORTED: &[&str] = &["llava", "qwen2_vl", "qwen2_5_vl"];
 
 /// Load the model in `dir`, choosing the family from `config.json`'s `model_type`.
 pub fn load(dir: &ModelDir, opts: &LoadOptions) -> Result<Box<dyn VisionLanguageModel>> {
     if opts.precision == crate::load::Precision::Bf16 && opts.device.is_cpu() {
         return Err(Error::Invalid(
-            "--dtype bf16 needs a GPU: the CPU tensor backend has no bf16 matrix multiply; use f32 or f16 on the CPU".into(),
+            "--dtype bf16 needs a GPU: the CPU tensor backend has no bf16 matrix multiply; use f32 or f16 on the CPU"
+                .into(),
         ));
     }
     let config = dir.config()?;
-    let model_type = config
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
+    let model_type = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
     match model_type {
         "llava" => Ok(Box::new(llava::Llava::load(dir, config, opts)?)),
+        "qwen2_vl" | "qwen2_5_vl" => Ok(Box::new(qwen2_vl::Qwen2Vl::load(dir, config, opts)?)),
         "" => Err(Error::Config {
             path: dir.path("config.json"),
             message: format!("no `model_type` field; supported: {}", SUPPORTED.join(", ")),

@@ -49,25 +49,14 @@ mod tests {
         let act: Activation = serde_json::from_str("\"gelu_pytorch_tanh\"").unwrap();
         assert_eq!(act, Activation::GeluPytorchTanh);
         let x = Tensor::new(&[-1.0f32, 0.5, 2.0], &Device::Cpu).unwrap();
-        let quick = Activation::QuickGelu
-            .apply(&x)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let expected: Vec<f32> = [-1.0f32, 0.5, 2.0]
-            .iter()
-            .map(|v| v / (1.0 + (-1.702 * v).exp()))
-            .collect();
+        let quick = Activation::QuickGelu.apply(&x).unwrap().to_vec1::<f32>().unwrap();
+        let expected: Vec<f32> = [-1.0f32, 0.5, 2.0].iter().map(|v| v / (1.0 + (-1.702 * v).exp())).collect();
         for (a, b) in quick.iter().zip(&expected) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
         // gelu(1) with erf is 0.8413447.
         let one = Tensor::new(&[1.0f32], &Device::Cpu).unwrap();
-        let g = Activation::Gelu
-            .apply(&one)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()[0];
+        let g = Activation::Gelu.apply(&one).unwrap().to_vec1::<f32>().unwrap()[0];
         assert!((g - 0.841_344_7).abs() < 1e-6);
     }
 }

@@ -14,8 +14,7 @@ pub fn scaled_dot_product_attention(
 ) -> Result<Tensor> {
     let dtype = q.dtype();
     // (batch, heads, q_len, kv_len)
-    let mut scores =
-        (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
+    let mut scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
     if let Some(mask) = mask {
         scores = scores.broadcast_add(mask)?;
     }
@@ -28,15 +27,7 @@ pub fn scaled_dot_product_attention(
 pub fn causal_mask(q_len: usize, offset: usize, device: &Device) -> Result<Tensor> {
     let kv_len = offset + q_len;
     let mask: Vec<f32> = (0..q_len)
-        .flat_map(|i| {
-            (0..kv_len).map(move |j| {
-                if j > offset + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
+        .flat_map(|i| (0..kv_len).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Tensor::from_vec(mask, (q_len, kv_len), device)
 }
@@ -48,9 +39,7 @@ pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, kv_heads, seq, hd) = x.dims4()?;
-    x.unsqueeze(2)?
-        .expand((b, kv_heads, n_rep, seq, hd))?
-        .reshape((b, kv_heads * n_rep, seq, hd))
+    x.unsqueeze(2)?.expand((b, kv_heads, n_rep, seq, hd))?.reshape((b, kv_heads * n_rep, seq, hd))
 }
 
 #[cfg(test)]
@@ -59,26 +48,15 @@ mod tests {
 
     #[test]
     fn causal_mask_hides_the_future_only() {
-        let m = causal_mask(2, 1, &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let m = causal_mask(2, 1, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(m[0], vec![0.0, 0.0, f32::NEG_INFINITY]);
         assert_eq!(m[1], vec![0.0, 0.0, 0.0]);
     }
 
     #[test]
     fn repeat_kv_repeats_each_head_in_place() {
-        let x = Tensor::arange(0f32, 4.0, &Device::Cpu)
-            .unwrap()
-            .reshape((1, 2, 2, 1))
-            .unwrap();
-        let r = repeat_kv(&x, 2)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let x = Tensor::arange(0f32, 4.0, &Device::Cpu).unwrap().reshape((1, 2, 2, 1)).unwrap();
+        let r = repeat_kv(&x, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(r, vec![0.0, 1.0, 0.0, 1.0, 2.0, 3.0, 2.0, 3.0]);
     }
 
@@ -89,9 +67,6 @@ mod tests {
         let k = Tensor::ones((1, 1, 1, 2), DType::F32, &dev).unwrap();
         let v = Tensor::new(&[[[[5.0f32, -1.0]]]], &dev).unwrap();
         let out = scaled_dot_product_attention(&q, &k, &v, 0.5, None).unwrap();
-        assert_eq!(
-            out.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            vec![5.0, -1.0, 5.0, -1.0, 5.0, -1.0]
-        );
+        assert_eq!(out.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![5.0, -1.0, 5.0, -1.0, 5.0, -1.0]);
     }
 }

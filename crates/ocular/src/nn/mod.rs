@@ -3,6 +3,8 @@
 
 mod activation;
 mod attention;
+mod norm;
 
 pub use activation::Activation;
 pub use attention::{causal_mask, repeat_kv, scaled_dot_product_attention};
+pub use norm::Norm;

@@ -1,6 +1,7 @@
 //! From a conversation to token ids: chat templates, media placeholders, the tokenizer.
 
 pub mod placeholders;
+pub mod positions;
 pub mod template;
 pub mod tokenizer;
 

@@ -23,37 +23,28 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: Vec<Part>) -> Self {
-        Self {
-            role: role.to_string(),
-            content,
-        }
+        Self { role: role.to_string(), content }
     }
 
     /// A user turn: the images first, then the text, as the LLaVA and Qwen2-VL examples do.
     pub fn user(text: &str, images: usize) -> Self {
+        Self::user_with_media(text, images, 0)
+    }
+
+    /// A user turn with images, then videos, then the text.
+    pub fn user_with_media(text: &str, images: usize, videos: usize) -> Self {
         let mut content = vec![Part::Image; images];
-        content.push(Part::Text {
-            text: text.to_string(),
-        });
+        content.extend(vec![Part::Video; videos]);
+        content.push(Part::Text { text: text.to_string() });
         Self::new("user", content)
     }
 
     pub fn system(text: &str) -> Self {
-        Self::new(
-            "system",
-            vec![Part::Text {
-                text: text.to_string(),
-            }],
-        )
+        Self::new("system", vec![Part::Text { text: text.to_string() }])
     }
 
     pub fn assistant(text: &str) -> Self {
-        Self::new(
-            "assistant",
-            vec![Part::Text {
-                text: text.to_string(),
-            }],
-        )
+        Self::new("assistant", vec![Part::Text { text: text.to_string() }])
     }
 }
 
@@ -68,17 +59,10 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template_owned("chat", strip_generation_tags(&source))
-            .map_err(|e| Error::Template(e.to_string()))?;
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned("chat", strip_generation_tags(&source)).map_err(|e| Error::Template(e.to_string()))?;
         Ok(Self { env })
     }
 
@@ -89,10 +73,7 @@ impl ChatTemplate {
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<String> {
-        let template = self
-            .env
-            .get_template("chat")
-            .map_err(|e| Error::Template(e.to_string()))?;
+        let template = self.env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
         template
             .render(minijinja::context! {
                 messages => messages,
@@ -100,15 +81,7 @@ impl ChatTemplate {
                 bos_token => bos_token.unwrap_or(""),
                 eos_token => eos_token.unwrap_or(""),
             })
-            .map_err(|e| {
-                Error::Template(
-                    format!("{e:#}")
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                )
-            })
+            .map_err(|e| Error::Template(format!("{e:#}").lines().next().unwrap_or_default().to_string()))
     }
 }
 
@@ -122,10 +95,8 @@ fn strip_generation_tags(source: &str) -> String {
             break;
         };
         let tag = &rest[start..start + len + 2];
-        let inner = tag
-            .trim_start_matches("{%")
-            .trim_end_matches("%}")
-            .trim_matches(|c: char| c == '-' || c.is_whitespace());
+        let inner =
+            tag.trim_start_matches("{%").trim_end_matches("%}").trim_matches(|c: char| c == '-' || c.is_whitespace());
         out.push_str(&rest[..start]);
         if inner != "generation" && inner != "endgeneration" {
             out.push_str(tag);
@@ -145,25 +116,17 @@ mod tests {
     #[test]
     fn renders_a_llava_style_template_with_python_methods() {
         let t = ChatTemplate::new(LLAVA.to_string()).unwrap();
-        let out = t
-            .render(
-                &[Message::user("What is this?", 1)],
-                true,
-                Some("<s>"),
-                None,
-            )
-            .unwrap();
+        let out = t.render(&[Message::user("What is this?", 1)], true, Some("<s>"), None).unwrap();
         assert_eq!(out, "USER: <image>\nWhat is this? ASSISTANT:");
     }
 
     #[test]
     fn generation_tags_are_ignored() {
-        let t = ChatTemplate::new("{% for m in messages %}{%- generation -%}[{{ m.role }}]{% endgeneration %}{% endfor %}".into()).unwrap();
-        assert_eq!(
-            t.render(&[Message::assistant("x")], false, None, None)
-                .unwrap(),
-            "[assistant]"
-        );
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{%- generation -%}[{{ m.role }}]{% endgeneration %}{% endfor %}".into(),
+        )
+        .unwrap();
+        assert_eq!(t.render(&[Message::assistant("x")], false, None, None).unwrap(), "[assistant]");
     }
 
     #[test]

@@ -27,10 +27,7 @@ impl TextTokenizer {
     pub fn load(dir: &ModelDir) -> Result<Self> {
         let path = dir.path("tokenizer.json");
         if !path.is_file() {
-            return Err(Error::model_file(
-                &path,
-                "missing: the model folder needs tokenizer.json",
-            ));
+            return Err(Error::model_file(&path, "missing: the model folder needs tokenizer.json"));
         }
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| Error::model_file(&path, format!("cannot read tokenizer: {e}")))?;
@@ -45,27 +42,18 @@ impl TextTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::model_file(path, format!("cannot read tokenizer: {e}")))?;
-        Ok(Self {
-            inner,
-            bos_token: None,
-            eos_token: None,
-        })
+        Ok(Self { inner, bos_token: None, eos_token: None })
     }
 
     /// Token ids of `text`; `add_special_tokens` applies the tokenizer's post-processor
     /// (e.g. Llama's leading `<s>`), as transformers' `add_special_tokens` does.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::Tokenizer(e.to_string()))
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {

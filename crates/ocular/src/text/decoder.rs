@@ -20,7 +20,10 @@ pub struct DecoderSpec {
     pub num_kv_heads: usize,
     pub head_dim: usize,
     pub rms_norm_eps: f64,
-    pub attention_bias: bool,
+    /// Bias on the q, k and v projections (Llama: `attention_bias`; Qwen2: always).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Llama: `attention_bias`; Qwen2: never).
+    pub o_bias: bool,
     pub mlp_bias: bool,
     pub hidden_act: Activation,
 }
@@ -43,10 +46,10 @@ impl SelfAttention {
     fn load(s: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
         let (h, hd) = (s.hidden_size, s.head_dim);
         Ok(Self {
-            q_proj: linear(h, s.num_heads * hd, s.attention_bias, vb.pp("q_proj"))?,
-            k_proj: linear(h, s.num_kv_heads * hd, s.attention_bias, vb.pp("k_proj"))?,
-            v_proj: linear(h, s.num_kv_heads * hd, s.attention_bias, vb.pp("v_proj"))?,
-            o_proj: linear(s.num_heads * hd, h, s.attention_bias, vb.pp("o_proj"))?,
+            q_proj: linear(h, s.num_heads * hd, s.qkv_bias, vb.pp("q_proj"))?,
+            k_proj: linear(h, s.num_kv_heads * hd, s.qkv_bias, vb.pp("k_proj"))?,
+            v_proj: linear(h, s.num_kv_heads * hd, s.qkv_bias, vb.pp("v_proj"))?,
+            o_proj: linear(s.num_heads * hd, h, s.o_bias, vb.pp("o_proj"))?,
             num_heads: s.num_heads,
             num_kv_heads: s.num_kv_heads,
             head_dim: hd,
@@ -74,12 +77,9 @@ impl SelfAttention {
         let (k, v) = cache.append(layer, &k, &v.contiguous()?)?;
         let n_rep = self.num_heads / self.num_kv_heads;
         let (k, v) = (repeat_kv(&k, n_rep)?, repeat_kv(&v, n_rep)?);
-        let out =
-            scaled_dot_product_attention(&q, &k, &v, 1.0 / (self.head_dim as f64).sqrt(), mask)?;
+        let out = scaled_dot_product_attention(&q, &k, &v, 1.0 / (self.head_dim as f64).sqrt(), mask)?;
         // (batch, heads, seq, head_dim) -> (batch, seq, heads * head_dim)
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, seq, self.num_heads * self.head_dim))?;
+        let out = out.transpose(1, 2)?.reshape((b, seq, self.num_heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
 }
@@ -121,11 +121,7 @@ impl DecoderLayer {
         Ok(Self {
             self_attn: SelfAttention::load(s, vb.pp("self_attn"))?,
             mlp: GatedMlp::load(s, vb.pp("mlp"))?,
-            input_layernorm: candle_nn::rms_norm(
-                s.hidden_size,
-                s.rms_norm_eps,
-                vb.pp("input_layernorm"),
-            )?,
+            input_layernorm: candle_nn::rms_norm(s.hidden_size, s.rms_norm_eps, vb.pp("input_layernorm"))?,
             post_attention_layernorm: candle_nn::rms_norm(
                 s.hidden_size,
                 s.rms_norm_eps,
@@ -141,13 +137,8 @@ impl DecoderLayer {
         mask: Option<&Tensor>,
         cache: (&mut KvCache, usize),
     ) -> Result<Tensor> {
-        let x =
-            (x + self
-                .self_attn
-                .forward(&self.input_layernorm.forward(x)?, rot, mask, cache)?)?;
-        &x + self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&x)?)?
+        let x = (x + self.self_attn.forward(&self.input_layernorm.forward(x)?, rot, mask, cache)?)?;
+        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?
     }
 }
 
@@ -177,8 +168,7 @@ pub enum Head<'a> {
 impl CausalDecoder {
     /// `vb` points at the text model (`embed_tokens`, `layers`, `norm`).
     pub fn load(spec: DecoderSpec, vb: VarBuilder, head: Head) -> Result<Self> {
-        let embed_tokens =
-            candle_nn::embedding(spec.vocab_size, spec.hidden_size, vb.pp("embed_tokens"))?;
+        let embed_tokens = candle_nn::embedding(spec.vocab_size, spec.hidden_size, vb.pp("embed_tokens"))?;
         let layers = (0..spec.num_layers)
             .map(|i| DecoderLayer::load(&spec, vb.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -187,13 +177,7 @@ impl CausalDecoder {
             Head::Tied => Linear::new(embed_tokens.embeddings().clone(), None),
             Head::Own(vb) => candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, vb)?,
         };
-        Ok(Self {
-            embed_tokens,
-            layers,
-            norm,
-            lm_head,
-            spec,
-        })
+        Ok(Self { embed_tokens, layers, norm, lm_head, spec })
     }
 
     pub fn spec(&self) -> &DecoderSpec {
@@ -211,11 +195,7 @@ impl CausalDecoder {
     pub fn forward(&self, embeds: &Tensor, rot: &Rotation, cache: &mut KvCache) -> Result<Tensor> {
         let seq = embeds.dim(1)?;
         let offset = cache.seq_len();
-        let mask = if seq > 1 {
-            Some(causal_mask(seq, offset, embeds.device())?)
-        } else {
-            None
-        };
+        let mask = if seq > 1 { Some(causal_mask(seq, offset, embeds.device())?) } else { None };
         let mut x = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, rot, mask.as_ref(), (cache, i))?;

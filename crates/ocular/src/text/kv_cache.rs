@@ -10,9 +10,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
-        Self {
-            layers: vec![None; n_layers],
-        }
+        Self { layers: vec![None; n_layers] }
     }
 
     /// Number of positions cached.

@@ -66,17 +66,11 @@ pub struct LlamaConfig {
 
 impl LlamaConfig {
     pub fn head_dim(&self) -> usize {
-        self.head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     pub fn rope(&self) -> RopeParameters {
-        RopeParameters::resolve(
-            self.rope_parameters.as_ref(),
-            self.rope_scaling.as_ref(),
-            self.rope_theta,
-            10_000.0,
-        )
+        RopeParameters::resolve(self.rope_parameters.as_ref(), self.rope_scaling.as_ref(), self.rope_theta, 10_000.0)
     }
 
     pub fn rotary(&self) -> Result<RotaryEmbedding, String> {
@@ -93,7 +87,8 @@ impl LlamaConfig {
             num_kv_heads: self.num_key_value_heads.unwrap_or(self.num_attention_heads),
             head_dim: self.head_dim(),
             rms_norm_eps: self.rms_norm_eps,
-            attention_bias: self.attention_bias,
+            qkv_bias: self.attention_bias,
+            o_bias: self.attention_bias,
             mlp_bias: self.mlp_bias,
             hidden_act: self.hidden_act,
         }
@@ -109,14 +104,9 @@ impl LlamaConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return Err(format!(
-                "text_config: head_dim {} must be even for rotary embeddings",
-                self.head_dim()
-            ));
+            return Err(format!("text_config: head_dim {} must be even for rotary embeddings", self.head_dim()));
         }
-        self.rotary()
-            .map(|_| ())
-            .map_err(|e| format!("text_config: {e}"))
+        self.rotary().map(|_| ()).map_err(|e| format!("text_config: {e}"))
     }
 }
 
@@ -126,27 +116,16 @@ mod tests {
 
     #[test]
     fn sparse_hub_config_takes_transformers_defaults() {
-        let c: LlamaConfig =
-            serde_json::from_str(r#"{"model_type":"llama","rope_scaling":null}"#).unwrap();
-        assert_eq!(
-            (
-                c.hidden_size,
-                c.num_hidden_layers,
-                c.head_dim(),
-                c.vocab_size
-            ),
-            (4096, 32, 128, 32000)
-        );
+        let c: LlamaConfig = serde_json::from_str(r#"{"model_type":"llama","rope_scaling":null}"#).unwrap();
+        assert_eq!((c.hidden_size, c.num_hidden_layers, c.head_dim(), c.vocab_size), (4096, 32, 128, 32000));
         assert_eq!(c.decoder_spec().num_kv_heads, 32);
         assert_eq!(c.rope().theta(), 10_000.0);
     }
 
     #[test]
     fn bad_head_counts_are_named() {
-        let c: LlamaConfig = serde_json::from_str(
-            r#"{"hidden_size":64,"num_attention_heads":4,"num_key_value_heads":3}"#,
-        )
-        .unwrap();
+        let c: LlamaConfig =
+            serde_json::from_str(r#"{"hidden_size":64,"num_attention_heads":4,"num_key_value_heads":3}"#).unwrap();
         let e = c.validate().unwrap_err();
         assert!(e.contains("num_key_value_heads (3)"), "{e}");
     }

@@ -89,10 +89,7 @@ struct Embeddings {
 
 impl Embeddings {
     fn load(c: &ClipVisionConfig, vb: VarBuilder) -> Result<Self> {
-        let conv = Conv2dConfig {
-            stride: c.patch_size,
-            ..Default::default()
-        };
+        let conv = Conv2dConfig { stride: c.patch_size, ..Default::default() };
         Ok(Self {
             class_embedding: vb.get(c.hidden_size, "class_embedding")?,
             patch_embedding: candle_nn::conv2d_no_bias(
@@ -102,11 +99,7 @@ impl Embeddings {
                 conv,
                 vb.pp("patch_embedding"),
             )?,
-            position_embedding: candle_nn::embedding(
-                c.num_patches() + 1,
-                c.hidden_size,
-                vb.pp("position_embedding"),
-            )?,
+            position_embedding: candle_nn::embedding(c.num_patches() + 1, c.hidden_size, vb.pp("position_embedding"))?,
         })
     }
 
@@ -115,10 +108,7 @@ impl Embeddings {
         let patches = self.patch_embedding.forward(pixels)?; // (images, hidden, H/p, W/p)
         let patches = patches.flatten_from(2)?.transpose(1, 2)?; // (images, patches, hidden)
         let (n, _, hidden) = patches.dims3()?;
-        let cls = self
-            .class_embedding
-            .reshape((1, 1, hidden))?
-            .expand((n, 1, hidden))?;
+        let cls = self.class_embedding.reshape((1, 1, hidden))?.expand((n, 1, hidden))?;
         let x = Tensor::cat(&[&cls, &patches], 1)?;
         x.broadcast_add(&self.position_embedding.embeddings().unsqueeze(0)?)
     }
@@ -148,17 +138,13 @@ impl Attention {
         let (b, seq, hidden) = x.dims3()?;
         let head_dim = hidden / self.num_heads;
         // (batch, seq, hidden) -> (batch, heads, seq, head_dim)
-        let heads = |t: Tensor| {
-            t.reshape((b, seq, self.num_heads, head_dim))?
-                .transpose(1, 2)
-        };
+        let heads = |t: Tensor| t.reshape((b, seq, self.num_heads, head_dim))?.transpose(1, 2);
         let q = heads(self.q_proj.forward(x)?)?;
         let k = heads(self.k_proj.forward(x)?)?;
         let v = heads(self.v_proj.forward(x)?)?;
         let out = scaled_dot_product_attention(&q, &k, &v, 1.0 / (head_dim as f64).sqrt(), None)?;
         // (batch, heads, seq, head_dim) -> (batch, seq, hidden)
-        self.out_proj
-            .forward(&out.transpose(1, 2)?.reshape((b, seq, hidden))?)
+        self.out_proj.forward(&out.transpose(1, 2)?.reshape((b, seq, hidden))?)
     }
 }
 
@@ -186,11 +172,7 @@ impl EncoderLayer {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = (x + self.self_attn.forward(&self.layer_norm1.forward(x)?)?)?;
-        let mlp = self.fc2.forward(
-            &self
-                .act
-                .apply(&self.fc1.forward(&self.layer_norm2.forward(&x)?)?)?,
-        )?;
+        let mlp = self.fc2.forward(&self.act.apply(&self.fc1.forward(&self.layer_norm2.forward(&x)?)?)?)?;
         &x + mlp
     }
 }
@@ -210,11 +192,7 @@ impl ClipVisionTower {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embeddings: Embeddings::load(c, vb.pp("embeddings"))?,
-            pre_layrnorm: candle_nn::layer_norm(
-                c.hidden_size,
-                c.layer_norm_eps,
-                vb.pp("pre_layrnorm"),
-            )?,
+            pre_layrnorm: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("pre_layrnorm"))?,
             layers,
         })
     }
@@ -223,9 +201,7 @@ impl ClipVisionTower {
     /// i = output of layer i), for each index in `wanted`, in that order.
     /// pixels: (images, channels, H, W) -> each (images, 1 + patches, hidden)
     pub fn hidden_states(&self, pixels: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
-        let mut states = vec![self
-            .pre_layrnorm
-            .forward(&self.embeddings.forward(pixels)?)?];
+        let mut states = vec![self.pre_layrnorm.forward(&self.embeddings.forward(pixels)?)?];
         let deepest = wanted.iter().copied().max().unwrap_or(0);
         for layer in self.layers.iter().take(deepest) {
             let next = layer.forward(states.last().expect("states start non-empty"))?;
@@ -234,9 +210,10 @@ impl ClipVisionTower {
         wanted
             .iter()
             .map(|&i| {
-                states.get(i).cloned().ok_or_else(|| {
-                    candle_core::Error::Msg(format!("hidden state {i} beyond the loaded layers"))
-                })
+                states
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg(format!("hidden state {i} beyond the loaded layers")))
             })
             .collect()
     }

@@ -89,9 +89,7 @@ impl LlavaConfig {
     }
 
     pub fn tie_word_embeddings(&self) -> bool {
-        self.tie_word_embeddings
-            .or(self.text_config.tie_word_embeddings)
-            .unwrap_or(false)
+        self.tie_word_embeddings.or(self.text_config.tie_word_embeddings).unwrap_or(false)
     }
 
     /// Hidden-state indices (0 = embeddings) of the layers the projector reads.
@@ -105,10 +103,7 @@ impl LlavaConfig {
                 if (0..n).contains(&i) {
                     Ok(i as usize)
                 } else {
-                    Err(format!(
-                        "vision_feature_layer {l} is out of range for a vision tower of {} layers",
-                        n - 1
-                    ))
+                    Err(format!("vision_feature_layer {l} is out of range for a vision tower of {} layers", n - 1))
                 }
             })
             .collect()
@@ -157,13 +152,8 @@ mod tests {
 
     #[test]
     fn out_of_range_feature_layer_is_named() {
-        let c: LlavaConfig = serde_json::from_str(
-            r#"{"vision_feature_layer": -30, "text_config": {"vocab_size": 40000}}"#,
-        )
-        .unwrap();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .contains("vision_feature_layer -30"));
+        let c: LlavaConfig =
+            serde_json::from_str(r#"{"vision_feature_layer": -30, "text_config": {"vocab_size": 40000}}"#).unwrap();
+        assert!(c.validate().unwrap_err().contains("vision_feature_layer -30"));
     }
 }

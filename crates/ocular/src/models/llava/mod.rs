@@ -9,7 +9,8 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use self::config::{LlavaConfig, SelectStrategy};
 use self::processor::LlavaProcessor;
-use super::{DecodeState, MediaInput, ModelInfo, Prepared, VisionLanguageModel};
+use super::splice::splice;
+use super::{DecodeState, Media, MediaInput, MediaKind, ModelInfo, Prepared, VisionLanguageModel};
 use crate::connect::Projector;
 use crate::error::{Error, Result};
 use crate::load::{LoadOptions, ModelDir, WeightIndex};
@@ -34,21 +35,15 @@ struct Layout {
 impl Layout {
     fn detect(index: &WeightIndex, dir: &ModelDir) -> Result<Self> {
         let find = |what: &str, candidates: &[&'static str], suffix: &str| {
-            candidates
-                .iter()
-                .copied()
-                .find(|p| index.contains(&format!("{p}.{suffix}")))
-                .ok_or_else(|| Error::Weights {
+            candidates.iter().copied().find(|p| index.contains(&format!("{p}.{suffix}"))).ok_or_else(|| {
+                Error::Weights {
                     dir: dir.root().to_path_buf(),
                     message: format!(
                         "cannot find the {what}: expected one of {}",
-                        candidates
-                            .iter()
-                            .map(|p| format!("{p}.{suffix}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        candidates.iter().map(|p| format!("{p}.{suffix}")).collect::<Vec<_>>().join(", ")
                     ),
-                })
+                }
+            })
         };
         let text = find(
             "language model's embeddings",
@@ -57,30 +52,13 @@ impl Layout {
         )?;
         let vision = find(
             "vision tower's class embedding",
-            &[
-                "model.vision_tower.vision_model",
-                "model.vision_tower",
-                "vision_tower.vision_model",
-                "vision_tower",
-            ],
+            &["model.vision_tower.vision_model", "model.vision_tower", "vision_tower.vision_model", "vision_tower"],
             "embeddings.class_embedding",
         )?;
-        let projector = find(
-            "projector",
-            &["model.multi_modal_projector", "multi_modal_projector"],
-            "linear_1.weight",
-        )?;
-        let head = if text.starts_with("model.") {
-            "lm_head"
-        } else {
-            "language_model.lm_head"
-        };
-        Ok(Self {
-            text,
-            head,
-            vision,
-            projector,
-        })
+        let projector =
+            find("projector", &["model.multi_modal_projector", "multi_modal_projector"], "linear_1.weight")?;
+        let head = if text.starts_with("model.") { "lm_head" } else { "language_model.lm_head" };
+        Ok(Self { text, head, vision, projector })
     }
 }
 
@@ -101,16 +79,14 @@ pub struct Llava {
 impl Llava {
     pub fn load(dir: &ModelDir, config: serde_json::Value, opts: &LoadOptions) -> Result<Self> {
         let config_path = dir.path("config.json");
-        let bad_config = |message: String| Error::Config {
-            path: config_path.clone(),
-            message,
-        };
-        let config: LlavaConfig =
-            serde_json::from_value(config).map_err(|e| bad_config(e.to_string()))?;
+        let bad_config = |message: String| Error::Config { path: config_path.clone(), message };
+        let config: LlavaConfig = serde_json::from_value(config).map_err(|e| bad_config(e.to_string()))?;
         config.validate().map_err(bad_config)?;
         let text_type = config.text_config_model_type();
         if text_type != "llama" {
-            return Err(bad_config(format!("text_config.model_type {text_type:?} is not supported for LLaVA yet; supported: llama")));
+            return Err(bad_config(format!(
+                "text_config.model_type {text_type:?} is not supported for LLaVA yet; supported: llama"
+            )));
         }
         let feature_layers = config.feature_layers().map_err(bad_config)?;
         let rotary = config.text_config.rotary().map_err(bad_config)?;
@@ -125,8 +101,7 @@ impl Llava {
 
         let vc = &config.vision_config;
         let depth = feature_layers.iter().copied().max().unwrap_or(0);
-        let vision_tower =
-            ClipVisionTower::load(vc, depth, vb.pp(layout.vision)).map_err(weights_err)?;
+        let vision_tower = ClipVisionTower::load(vc, depth, vb.pp(layout.vision)).map_err(weights_err)?;
         let projector_in = vc.hidden_size * feature_layers.len();
         let multi_modal_projector = Projector::load(
             config.mm_projector_type,
@@ -137,14 +112,9 @@ impl Llava {
             vb.pp(layout.projector),
         )
         .map_err(weights_err)?;
-        let head = if config.tie_word_embeddings() {
-            Head::Tied
-        } else {
-            Head::Own(vb.pp(layout.head))
-        };
+        let head = if config.tie_word_embeddings() { Head::Tied } else { Head::Own(vb.pp(layout.head)) };
         let language_model =
-            CausalDecoder::load(config.text_config.decoder_spec(), vb.pp(layout.text), head)
-                .map_err(weights_err)?;
+            CausalDecoder::load(config.text_config.decoder_spec(), vb.pp(layout.text), head).map_err(weights_err)?;
 
         let info = ModelInfo {
             family: "llava",
@@ -155,11 +125,7 @@ impl Llava {
                 (
                     "language model",
                     index.count_params(layout.text)
-                        + if config.tie_word_embeddings() {
-                            0
-                        } else {
-                            index.count_params(layout.head)
-                        },
+                        + if config.tie_word_embeddings() { 0 } else { index.count_params(layout.head) },
                 ),
             ],
             dtype,
@@ -193,9 +159,7 @@ impl Llava {
 
     /// pixels (images, 3, H, W) -> (images, tokens, text hidden)
     pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor> {
-        let states = self
-            .vision_tower
-            .hidden_states(&pixels.to_dtype(self.dtype)?, &self.feature_layers)?;
+        let states = self.vision_tower.hidden_states(&pixels.to_dtype(self.dtype)?, &self.feature_layers)?;
         let selected = states
             .iter()
             .map(|s| match self.config.vision_feature_select_strategy {
@@ -212,48 +176,6 @@ impl Llava {
         let (cos, sin) = self.rotary.cos_sin(&positions, self.dtype, &self.device)?;
         Ok(Rotation { cos, sin })
     }
-
-    /// Text embeddings with each run of image tokens replaced, in order, by image features.
-    fn splice(&self, ids: &[u32], features: Option<Tensor>) -> Result<Tensor> {
-        let ids_t = Tensor::new(ids, &self.device)?;
-        let text = self.language_model.embed(&ids_t)?; // (seq, hidden)
-        let image_positions = ids
-            .iter()
-            .filter(|&&t| t == self.config.image_token_index)
-            .count();
-        let Some(features) = features else {
-            if image_positions > 0 {
-                return Err(Error::Invalid(format!(
-                    "the prompt holds {image_positions} image tokens but no image was given"
-                )));
-            }
-            return Ok(text.unsqueeze(0)?);
-        };
-        let features = features.flatten_to(1)?; // (images * tokens, hidden)
-        let n_features = features.dim(0)?;
-        if n_features != image_positions {
-            return Err(Error::Invalid(format!("the prompt holds {image_positions} image tokens but the images yield {n_features} features")));
-        }
-        // Gather from [text rows; feature rows]: text position i reads row i, the j-th image
-        // position reads row seq + j.
-        let mut next_feature = ids.len() as u32;
-        let rows: Vec<u32> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| {
-                if t == self.config.image_token_index {
-                    next_feature += 1;
-                    next_feature - 1
-                } else {
-                    i as u32
-                }
-            })
-            .collect();
-        let table = Tensor::cat(&[&text, &features.to_dtype(text.dtype())?], 0)?;
-        Ok(table
-            .index_select(&Tensor::new(rows, &self.device)?, 0)?
-            .unsqueeze(0)?)
-    }
 }
 
 impl VisionLanguageModel for Llava {
@@ -269,13 +191,12 @@ impl VisionLanguageModel for Llava {
         IMAGE_PLACEHOLDER
     }
 
-    fn prepare(
-        &self,
-        text: &str,
-        images: &[::image::RgbImage],
-        add_special_tokens: bool,
-    ) -> Result<Prepared> {
-        let media = images
+    fn prepare(&self, text: &str, media: &Media, add_special_tokens: bool) -> Result<Prepared> {
+        if !media.videos.is_empty() {
+            return Err(Error::Invalid("LLaVA takes images only; this model cannot watch videos".into()));
+        }
+        let media = media
+            .images
             .iter()
             .map(|img| {
                 let pixels = self.processor.pixel_values(img, &self.device)?;
@@ -287,7 +208,7 @@ impl VisionLanguageModel for Llava {
                         "the image processor yields {h}x{w} pixels but the vision tower takes {expected}x{expected} (check crop_size in the processor config)"
                     )));
                 }
-                Ok(MediaInput { pixels, grid_thw: [1, h / p, w / p] })
+                Ok(MediaInput { pixels, grid_thw: [1, h / p, w / p], kind: MediaKind::Image })
             })
             .collect::<Result<Vec<_>>>()?;
         let expanded = placeholders::expand(text, IMAGE_PLACEHOLDER, media.len(), "image", |i| {
@@ -300,44 +221,31 @@ impl VisionLanguageModel for Llava {
     }
 
     fn new_state(&self) -> DecodeState {
-        DecodeState {
-            cache: self.language_model.new_cache(),
-            next_position: 0,
-        }
+        DecodeState { cache: self.language_model.new_cache(), next_position: 0 }
     }
 
     fn prefill(&self, input: &Prepared, state: &mut DecodeState) -> Result<Tensor> {
         if input.ids.is_empty() {
-            return Err(Error::Invalid(
-                "the prompt is empty: no tokens to run".into(),
-            ));
+            return Err(Error::Invalid("the prompt is empty: no tokens to run".into()));
         }
-        let features = if input.media.is_empty() {
-            None
-        } else {
-            let pixels = Tensor::stack(
-                &input.media.iter().map(|m| &m.pixels).collect::<Vec<_>>(),
-                0,
-            )?;
-            Some(self.encode_images(&pixels)?)
-        };
-        let embeds = self.splice(&input.ids, features)?;
+        let mut media = Vec::new();
+        if !input.media.is_empty() {
+            let pixels = Tensor::stack(&input.media.iter().map(|m| &m.pixels).collect::<Vec<_>>(), 0)?;
+            // (images, tokens, hidden) -> (images * tokens, hidden)
+            media.push((self.config.image_token_index, self.encode_images(&pixels)?.flatten_to(1)?));
+        }
+        let text = self.language_model.embed(&Tensor::new(input.ids.as_slice(), &self.device)?)?;
+        let embeds = splice(&text, &input.ids, &media, &self.device)?;
         let rot = self.rotation(state.next_position, input.ids.len())?;
-        let logits = self
-            .language_model
-            .forward(&embeds, &rot, &mut state.cache)?;
+        let logits = self.language_model.forward(&embeds, &rot, &mut state.cache)?;
         state.next_position += input.ids.len() as i64;
         Ok(logits.squeeze(0)?)
     }
 
     fn decode(&self, token: u32, state: &mut DecodeState) -> Result<Tensor> {
-        let embeds = self
-            .language_model
-            .embed(&Tensor::new(&[[token]], &self.device)?)?;
+        let embeds = self.language_model.embed(&Tensor::new(&[[token]], &self.device)?)?;
         let rot = self.rotation(state.next_position, 1)?;
-        let logits = self
-            .language_model
-            .forward(&embeds, &rot, &mut state.cache)?;
+        let logits = self.language_model.forward(&embeds, &rot, &mut state.cache)?;
         state.next_position += 1;
         Ok(logits.squeeze(0)?)
     }

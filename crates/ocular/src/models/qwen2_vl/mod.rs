@@ -1,0 +1,252 @@
+//! Qwen2-VL and Qwen2.5-VL (Wang et al. 2024; Bai et al. 2025): a native-resolution ViT whose
+//! 2x2 patch blocks are merged into language-model tokens, placed in the prompt with 3-D
+//! rotary positions (M-RoPE). Follows transformers' `modeling_qwen2_vl.py` / `modeling_qwen2_5_vl.py`.
+
+pub mod config;
+pub mod processor;
+
+use candle_core::{DType, Device, Module, Tensor};
+
+use self::config::{Qwen2VlConfig, Variant};
+use self::processor::Qwen2VlProcessor;
+use super::splice::splice;
+use super::{DecodeState, Media, MediaInput, MediaKind, ModelInfo, Prepared, VisionLanguageModel};
+use crate::connect::PatchMerger;
+use crate::error::{Error, Result};
+use crate::image::Patches;
+use crate::load::{LoadOptions, ModelDir, WeightIndex};
+use crate::prompt::positions::{mrope_positions, VisionSpan};
+use crate::prompt::{placeholders, TextTokenizer};
+use crate::text::{CausalDecoder, Head, RotaryEmbedding, Rotation};
+use crate::vision::Qwen2VisionTransformer;
+
+const IMAGE_PLACEHOLDER: &str = "<|image_pad|>";
+const VIDEO_PLACEHOLDER: &str = "<|video_pad|>";
+
+/// transformers 5 nests the parts under `model.`; Hub 4.x checkpoints put the text model at
+/// `model.` and the vision tower at `visual.`.
+struct Layout {
+    text: &'static str,
+    visual: &'static str,
+}
+
+impl Layout {
+    fn detect(index: &WeightIndex, dir: &ModelDir) -> Result<Self> {
+        for (text, visual) in [("model.language_model", "model.visual"), ("model", "visual")] {
+            if index.contains(&format!("{text}.embed_tokens.weight")) {
+                return Ok(Self { text, visual });
+            }
+        }
+        Err(Error::Weights {
+            dir: dir.root().to_path_buf(),
+            message: "cannot find the language model's embeddings: expected model.language_model.embed_tokens.weight (transformers 5) or model.embed_tokens.weight (Hub 4.x layout)".into(),
+        })
+    }
+}
+
+pub struct Qwen2Vl {
+    config: Qwen2VlConfig,
+    processor: Qwen2VlProcessor,
+    tokenizer: TextTokenizer,
+    visual: Qwen2VisionTransformer,
+    merger: PatchMerger,
+    language_model: CausalDecoder,
+    rotary: RotaryEmbedding,
+    mrope_section: Vec<usize>,
+    info: ModelInfo,
+    dtype: DType,
+    device: Device,
+}
+
+impl Qwen2Vl {
+    pub fn load(dir: &ModelDir, config: serde_json::Value, opts: &LoadOptions) -> Result<Self> {
+        let config_path = dir.path("config.json");
+        let bad_config = |message: String| Error::Config { path: config_path.clone(), message };
+        let config = Qwen2VlConfig::from_json(&config).map_err(bad_config)?;
+        let rotary = config.text.rotary().map_err(bad_config)?;
+        let mrope_section = config.text.mrope_section().map_err(bad_config)?;
+        let tokenizer = TextTokenizer::load(dir)?;
+        let processor = Qwen2VlProcessor::load(dir)?;
+
+        let index = WeightIndex::read(dir.weight_files()?)?;
+        let layout = Layout::detect(&index, dir)?;
+        let dtype = opts.precision.dtype();
+        let vb = index.var_builder(dtype, &opts.device, opts.progress.clone())?;
+        let weights_err = |e: candle_core::Error| Error::weights(dir.root(), &e);
+        let v = &config.vision;
+        let visual = Qwen2VisionTransformer::load(v, vb.pp(layout.visual)).map_err(weights_err)?;
+        let rms = config.variant == Variant::Qwen25Vl;
+        let merger =
+            PatchMerger::load(v.width, v.out_dim, v.merge_size * v.merge_size, rms, vb.pp(layout.visual).pp("merger"))
+                .map_err(weights_err)?;
+        let head = if config.tie_word_embeddings { Head::Tied } else { Head::Own(vb.pp("lm_head")) };
+        let language_model =
+            CausalDecoder::load(config.text.decoder_spec(), vb.pp(layout.text), head).map_err(weights_err)?;
+
+        let merger_params = index.count_params(&format!("{}.merger", layout.visual));
+        let info = ModelInfo {
+            family: "qwen2_vl",
+            model_type: match config.variant {
+                Variant::Qwen2Vl => "qwen2_vl".into(),
+                Variant::Qwen25Vl => "qwen2_5_vl".into(),
+            },
+            parameters: vec![
+                ("vision tower", index.count_params(layout.visual) - merger_params),
+                ("patch merger", merger_params),
+                (
+                    "language model",
+                    index.count_params(layout.text)
+                        + if config.tie_word_embeddings { 0 } else { index.count_params("lm_head") },
+                ),
+            ],
+            dtype,
+            device: format!("{:?}", opts.device),
+        };
+        Ok(Self {
+            config,
+            processor,
+            tokenizer,
+            visual,
+            merger,
+            language_model,
+            rotary,
+            mrope_section,
+            info,
+            dtype,
+            device: opts.device.clone(),
+        })
+    }
+
+    pub fn processor(&self) -> &Qwen2VlProcessor {
+        &self.processor
+    }
+
+    fn media_input(&self, p: Patches, kind: MediaKind) -> Result<MediaInput> {
+        let pixels = Tensor::from_vec(p.data, (p.rows, p.cols), &self.device)?;
+        Ok(MediaInput { pixels, grid_thw: p.grid_thw, kind })
+    }
+
+    /// Tokens one image or video takes in the prompt: its patches over the merge block.
+    fn tokens(&self, grid: [usize; 3]) -> usize {
+        grid.iter().product::<usize>() / (self.config.vision.merge_size * self.config.vision.merge_size)
+    }
+
+    /// All media of one kind through the vision tower and merger: (tokens, hidden).
+    fn encode(&self, media: &[&MediaInput]) -> Result<Tensor> {
+        let patches = Tensor::cat(&media.iter().map(|m| &m.pixels).collect::<Vec<_>>(), 0)?.to_dtype(self.dtype)?;
+        let grids: Vec<[usize; 3]> = media.iter().map(|m| m.grid_thw).collect();
+        let features = self.visual.forward(&patches, &grids)?;
+        Ok(self.merger.forward(&features)?)
+    }
+
+    fn rotation(&self, positions: &[[i64; 3]]) -> Result<Rotation> {
+        let (cos, sin) = self.rotary.cos_sin_mrope(positions, &self.mrope_section, self.dtype, &self.device)?;
+        Ok(Rotation { cos, sin })
+    }
+}
+
+impl VisionLanguageModel for Qwen2Vl {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    fn image_placeholder(&self) -> &str {
+        IMAGE_PLACEHOLDER
+    }
+
+    fn prepare(&self, text: &str, media: &Media, add_special_tokens: bool) -> Result<Prepared> {
+        let image_cfg = self.processor.image.clone().with_pixel_limits(media.min_pixels, media.max_pixels);
+        let video_cfg = self.processor.video.clone().with_pixel_limits(media.min_pixels, media.max_pixels);
+        let mut inputs = Vec::new();
+        for img in &media.images {
+            inputs.push(self.media_input(image_cfg.preprocess_image(img)?, MediaKind::Image)?);
+        }
+        for video in &media.videos {
+            let patches =
+                video_cfg.preprocess_video(&video.frames.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>())?;
+            let seconds_per_grid = video_cfg.seconds_per_grid_t(video.fps) as f32;
+            inputs.push(self.media_input(patches, MediaKind::Video { seconds_per_grid })?);
+        }
+        let (images, videos): (Vec<&MediaInput>, Vec<&MediaInput>) =
+            inputs.iter().partition(|m| m.kind == MediaKind::Image);
+        let text = placeholders::expand(text, IMAGE_PLACEHOLDER, images.len(), "image", |i| {
+            IMAGE_PLACEHOLDER.repeat(self.tokens(images[i].grid_thw))
+        })?;
+        let text = placeholders::expand(&text, VIDEO_PLACEHOLDER, videos.len(), "video", |i| {
+            VIDEO_PLACEHOLDER.repeat(self.tokens(videos[i].grid_thw))
+        })?;
+        let ids = self.tokenizer.encode(&text, add_special_tokens)?;
+        Ok(Prepared { ids, media: inputs })
+    }
+
+    fn new_state(&self) -> DecodeState {
+        DecodeState { cache: self.language_model.new_cache(), next_position: 0 }
+    }
+
+    fn prefill(&self, input: &Prepared, state: &mut DecodeState) -> Result<Tensor> {
+        if input.ids.is_empty() {
+            return Err(Error::Invalid("the prompt is empty: no tokens to run".into()));
+        }
+        let (images, videos): (Vec<&MediaInput>, Vec<&MediaInput>) =
+            input.media.iter().partition(|m| m.kind == MediaKind::Image);
+        let mut features = Vec::new();
+        if !images.is_empty() {
+            features.push((self.config.image_token_id, self.encode(&images)?));
+        }
+        if !videos.is_empty() {
+            features.push((self.config.video_token_id, self.encode(&videos)?));
+        }
+        let text = self.language_model.embed(&Tensor::new(input.ids.as_slice(), &self.device)?)?;
+        let embeds = splice(&text, &input.ids, &features, &self.device)?;
+
+        let spans = self.vision_spans(&input.ids, &images, &videos);
+        let (positions, delta) = mrope_positions(&input.ids, &spans)?;
+        let positions: Vec<[i64; 3]> = positions.iter().map(|p| p.map(|v| v + state.next_position)).collect();
+        let logits = self.language_model.forward(&embeds, &self.rotation(&positions)?, &mut state.cache)?;
+        state.next_position += input.ids.len() as i64 + delta;
+        Ok(logits.squeeze(0)?)
+    }
+
+    fn decode(&self, token: u32, state: &mut DecodeState) -> Result<Tensor> {
+        let embeds = self.language_model.embed(&Tensor::new(&[[token]], &self.device)?)?;
+        let p = state.next_position;
+        let logits = self.language_model.forward(&embeds, &self.rotation(&[[p; 3]])?, &mut state.cache)?;
+        state.next_position += 1;
+        Ok(logits.squeeze(0)?)
+    }
+}
+
+impl Qwen2Vl {
+    /// The media in the order their token runs appear in `ids`, with their merged grids.
+    fn vision_spans(&self, ids: &[u32], images: &[&MediaInput], videos: &[&MediaInput]) -> Vec<VisionSpan> {
+        let m = self.config.vision.merge_size;
+        let (mut images, mut videos) = (images.iter(), videos.iter());
+        let mut spans = Vec::new();
+        let mut previous = None;
+        for &t in ids {
+            if Some(t) != previous {
+                let next = if t == self.config.image_token_id {
+                    images.next()
+                } else if t == self.config.video_token_id {
+                    videos.next()
+                } else {
+                    None
+                };
+                if let Some(media) = next {
+                    let [gt, gh, gw] = media.grid_thw;
+                    let time_interval = match (media.kind, self.config.tokens_per_second) {
+                        (MediaKind::Video { seconds_per_grid }, Some(tps)) => tps as f32 * seconds_per_grid,
+                        _ => 1.0,
+                    };
+                    spans.push(VisionSpan { token: t, grid: [gt, gh / m, gw / m], time_interval });
+                }
+            }
+            previous = Some(t);
+        }
+        spans
+    }
+}
