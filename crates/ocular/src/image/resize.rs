@@ -202,6 +202,16 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbIma
     let (in_w, in_h) = (img.width() as usize, img.height() as usize);
     let (out_w, out_h) = (width as usize, height as usize);
     let vert = AxisCoeffs::new(in_h, out_h, filter);
+    let src = img.as_raw();
+
+    // Pillow 13 runs the vertical pass first when it shrinks and the horizontal pass enlarges
+    // (less work); the uint8 rounding between passes makes the order visible, so follow it.
+    if out_w > in_w && out_h < in_h {
+        let tall = vertical_pass(src, in_w, 0, &vert, out_h);
+        let coeffs = AxisCoeffs::new(in_w, out_w, filter);
+        let out = horizontal_pass(&tall, in_w, 0..out_h, out_w, &coeffs);
+        return RgbImage::from_raw(width, height, out).expect("resize produced a buffer of the wrong size");
+    }
 
     // Only the source rows the vertical pass will read need the horizontal pass.
     let (first_row, last_row) = if in_h == 0 {
@@ -212,7 +222,6 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbIma
         (s0, s1 + n1)
     };
 
-    let src = img.as_raw();
     // (rows, out_w * 3) after the horizontal pass, or the source itself when the width is kept.
     let (horiz, row_offset): (Vec<u8>, usize) = if out_w != in_w {
         let coeffs = AxisCoeffs::new(in_w, out_w, filter);
@@ -314,6 +323,32 @@ fn resize_nearest(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn noisy(w: u32, h: u32) -> RgbImage {
+        let mut state = 12345u32;
+        RgbImage::from_fn(w, h, |_, _| {
+            let mut next = || {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (state >> 16) as u8
+            };
+            ::image::Rgb([next(), next(), next()])
+        })
+    }
+
+    #[test]
+    fn pass_order_follows_pillow_13() {
+        // Widening while shrinking vertically: Pillow resamples rows first (checked against
+        // Pillow 13 on the Qwen2-VL two_images fixture, 50x90 -> 56x84).
+        let img = noisy(50, 90);
+        let direct = resize(&img, 56, 84, Filter::Bicubic);
+        let vertical_then_horizontal = resize(&resize(&img, 50, 84, Filter::Bicubic), 56, 84, Filter::Bicubic);
+        let horizontal_then_vertical = resize(&resize(&img, 56, 90, Filter::Bicubic), 56, 84, Filter::Bicubic);
+        assert_eq!(direct, vertical_then_horizontal);
+        assert_ne!(direct, horizontal_then_vertical);
+        // Every other combination resamples columns first.
+        let direct = resize(&img, 40, 100, Filter::Bicubic);
+        assert_eq!(direct, resize(&resize(&img, 40, 90, Filter::Bicubic), 40, 100, Filter::Bicubic));
+    }
 
     #[test]
     fn pil_codes_round_trip_and_reject_unknown() {

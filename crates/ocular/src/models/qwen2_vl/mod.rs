@@ -203,8 +203,7 @@ impl VisionLanguageModel for Qwen2Vl {
         let text = self.language_model.embed(&Tensor::new(input.ids.as_slice(), &self.device)?)?;
         let embeds = splice(&text, &input.ids, &features, &self.device)?;
 
-        let spans = self.vision_spans(&input.ids, &images, &videos);
-        let (positions, delta) = mrope_positions(&input.ids, &spans)?;
+        let (positions, delta) = self.position_ids(input)?;
         let positions: Vec<[i64; 3]> = positions.iter().map(|p| p.map(|v| v + state.next_position)).collect();
         let logits = self.language_model.forward(&embeds, &self.rotation(&positions)?, &mut state.cache)?;
         state.next_position += input.ids.len() as i64 + delta;
@@ -221,6 +220,13 @@ impl VisionLanguageModel for Qwen2Vl {
 }
 
 impl Qwen2Vl {
+    /// The 3-D position ids of a prepared prompt, and the delta later tokens add to their index.
+    pub fn position_ids(&self, input: &Prepared) -> Result<(Vec<[i64; 3]>, i64)> {
+        let (images, videos): (Vec<&MediaInput>, Vec<&MediaInput>) =
+            input.media.iter().partition(|m| m.kind == MediaKind::Image);
+        mrope_positions(&input.ids, &self.vision_spans(&input.ids, &images, &videos))
+    }
+
     /// The media in the order their token runs appear in `ids`, with their merged grids.
     fn vision_spans(&self, ids: &[u32], images: &[&MediaInput], videos: &[&MediaInput]) -> Vec<VisionSpan> {
         let m = self.config.vision.merge_size;
