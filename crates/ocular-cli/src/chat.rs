@@ -1,10 +1,13 @@
-//! `ocular chat`: an interactive conversation. `/image PATH` attaches an image to the next
-//! turn, `/reset` starts over, `/exit` (or end of input) leaves.
+//! `ocular chat`: an interactive conversation. `/image PATH` or `/video PATH` attaches media to
+//! the next turn, `/reset` starts over, `/exit` (or end of input) leaves. A failing turn is
+//! reported and taken back; the conversation goes on.
 
 use std::io::{BufRead, Write};
 
 use anyhow::Result;
-use ocular::prompt::{Message, Part};
+use ocular::image::{load_video, FrameSampling};
+use ocular::models::Media;
+use ocular::prompt::Message;
 
 use crate::common::{GenerationArgs, ModelArgs};
 
@@ -19,16 +22,27 @@ pub struct Args {
     system: Option<String>,
 }
 
+/// What the conversation has seen: its messages and every attached image and video.
+struct Conversation {
+    history: Vec<Message>,
+    media: Media,
+    pending: (usize, usize),
+}
+
+impl Conversation {
+    fn new(opening: &[Message]) -> Self {
+        Self { history: opening.to_vec(), media: Media::default(), pending: (0, 0) }
+    }
+}
+
 pub fn main(args: Args) -> Result<()> {
     let pipeline = args.model.load()?;
     let options = args.generation.options(&pipeline);
     let opening: Vec<Message> = args.system.iter().map(|s| Message::system(s)).collect();
-    let mut history = opening.clone();
-    let mut images = Vec::new();
-    let mut pending_images = 0;
+    let mut chat = Conversation::new(&opening);
     let interactive = !args.model.quiet;
     if interactive {
-        eprintln!("chat: type a message; /image PATH attaches an image, /reset starts over, /exit leaves");
+        eprintln!("chat: type a message; /image PATH or /video PATH attaches media, /reset starts over, /exit leaves");
     }
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
@@ -41,48 +55,52 @@ pub fn main(args: Args) -> Result<()> {
             break;
         }
         let line = line.trim();
-        if line.is_empty() {
-            continue;
+        match line {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                chat = Conversation::new(&opening);
+                continue;
+            }
+            _ => {}
         }
-        if line == "/exit" || line == "/quit" {
-            break;
-        }
-        if line == "/reset" {
-            history = opening.clone();
-            images.clear();
-            pending_images = 0;
-            continue;
-        }
-        if let Some(path) = line.strip_prefix("/image") {
-            // A bad image is reported and the conversation goes on.
+        if let Some(path) = line.strip_prefix("/image ") {
             match args.model.images(&[path.trim().into()]) {
                 Ok(mut img) => {
-                    images.append(&mut img);
-                    pending_images += 1;
-                    if interactive {
-                        eprintln!("attached {} (image {} of this chat)", path.trim(), images.len());
-                    }
+                    chat.media.images.append(&mut img);
+                    chat.pending.0 += 1;
                 }
                 Err(e) => eprintln!("error: {e:#}"),
             }
             continue;
         }
-        history.push(Message::user(line, pending_images));
-        let media = ocular::models::Media::images(images.clone());
-        let prepared = match pipeline.prepare_chat(&history, &media) {
-            Ok(p) => p,
+        if let Some(path) = line.strip_prefix("/video ") {
+            match load_video(path.trim().as_ref(), &args.model.limits(), &FrameSampling::default()) {
+                Ok(video) => {
+                    chat.media.videos.push(video);
+                    chat.pending.1 += 1;
+                }
+                Err(e) => eprintln!("error: {e:#}"),
+            }
+            continue;
+        }
+        chat.history.push(Message::user_with_media(line, chat.pending.0, chat.pending.1));
+        let answer = pipeline.prepare_chat(&chat.history, &chat.media).and_then(|prepared| {
+            pipeline.generate(&prepared, &options, &mut |t| {
+                let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
+            })
+        });
+        match answer {
+            Ok(generation) => {
+                writeln!(out)?;
+                chat.pending = (0, 0);
+                chat.history.push(Message::assistant(generation.text.trim()));
+            }
             Err(e) => {
                 eprintln!("error: {e:#}");
-                history.pop();
-                continue;
+                chat.history.pop();
             }
-        };
-        pending_images = 0;
-        let generation = pipeline.generate(&prepared, &options, &mut |t| {
-            let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
-        })?;
-        writeln!(out)?;
-        history.push(Message::new("assistant", vec![Part::Text { text: generation.text.trim().to_string() }]));
+        }
     }
     Ok(())
 }

@@ -1,0 +1,167 @@
+//! The `ocular` binary on Qwen2-VL fixtures: answers equal to transformers' for an image and a
+//! video, and one-line errors for the bad media a user can give.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2_vl").join(case)
+}
+
+fn ocular(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ocular")).args(args).output().expect("run ocular")
+}
+
+fn case_json(case: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(case).join("case.json")).unwrap()).unwrap()
+}
+
+fn expect_error(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    for n in needles {
+        assert!(line.contains(n), "error line {line:?} should mention {n:?}");
+    }
+}
+
+/// The question of a one-turn fixture conversation.
+fn question(meta: &Value) -> String {
+    let turn = &meta["chat_messages"][0]["content"];
+    turn.as_array().unwrap().iter().find(|p| p["type"] == "text").unwrap()["text"].as_str().unwrap().to_string()
+}
+
+fn model(case: &str) -> String {
+    fixture(case).join("model").to_str().unwrap().to_string()
+}
+
+/// A scratch folder for this test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ocular-qwen-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn run_answers_about_an_image_as_transformers_does() {
+    let meta = case_json("image_upscaled");
+    let img = fixture("image_upscaled").join("img0.png");
+    let out = ocular(&[
+        "run",
+        "-q",
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+        "--model",
+        &model("image_upscaled"),
+        "--image",
+        img.to_str().unwrap(),
+        &question(&meta),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", meta["chat_greedy_text"].as_str().unwrap()));
+}
+
+#[test]
+fn run_watches_a_folder_of_frames_as_transformers_does() {
+    let meta = case_json("video");
+    let frames = fixture("video");
+    let out = ocular(&[
+        "run",
+        "-q",
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+        "--model",
+        &model("video"),
+        "--video",
+        frames.to_str().unwrap(),
+        &question(&meta),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", meta["chat_greedy_text"].as_str().unwrap()));
+}
+
+#[test]
+fn an_extreme_aspect_ratio_is_refused() {
+    let dir = scratch("aspect");
+    let path = dir.join("strip.png");
+    image::RgbImage::from_pixel(600, 2, image::Rgb([9, 9, 9])).save(&path).unwrap();
+    let out = ocular(&["run", "-q", "--model", &model("image_upscaled"), "--image", path.to_str().unwrap(), "hi"]);
+    expect_error(&out, &["aspect ratio 300", "over the limit of 200"]);
+}
+
+#[test]
+fn bad_videos_are_named() {
+    let dir = scratch("videos");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = ocular(&["run", "-q", "--model", &model("video"), "--video", empty.to_str().unwrap(), "hi"]);
+    expect_error(&out, &["empty", "has no video frames"]);
+
+    let mixed = dir.join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    image::RgbImage::new(56, 56).save(mixed.join("f0.png")).unwrap();
+    image::RgbImage::new(84, 56).save(mixed.join("f1.png")).unwrap();
+    let out = ocular(&["run", "-q", "--model", &model("video"), "--video", mixed.to_str().unwrap(), "hi"]);
+    expect_error(&out, &["f1.png", "84x56", "56x56"]);
+}
+
+#[test]
+fn media_must_match_their_placeholders() {
+    let out = ocular(&[
+        "logits",
+        "-q",
+        "--raw",
+        "--model",
+        &model("video"),
+        "--prompt",
+        "<|vision_start|><|video_pad|><|vision_end|>What?",
+    ]);
+    expect_error(&out, &["1 <|video_pad|> placeholder(s) but 0 video(s)"]);
+    let img = fixture("image_upscaled").join("img0.png");
+    let out = ocular(&[
+        "logits",
+        "-q",
+        "--raw",
+        "--model",
+        &model("image_upscaled"),
+        "--image",
+        img.to_str().unwrap(),
+        "--prompt",
+        "no placeholder",
+    ]);
+    expect_error(&out, &["0 <|image_pad|> placeholder(s) but 1 image(s)"]);
+}
+
+#[test]
+fn logits_raw_with_a_video_follows_the_contract() {
+    let dir = fixture("video");
+    let meta = case_json("video");
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let out = ocular(&[
+        "logits",
+        "-q",
+        "--raw",
+        "--model",
+        &model("video"),
+        "--video",
+        dir.to_str().unwrap(),
+        "--prompt",
+        meta["raw_prompt"].as_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<i64> = json["token_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let want = reference["input_ids"].to_dtype(candle_core::DType::I64).unwrap().to_vec1::<i64>().unwrap();
+    assert_eq!(ids, want);
+    let logits: Vec<f64> = json["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want = reference["logits_last"].to_vec1::<f32>().unwrap();
+    let d = logits.iter().zip(&want).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+    assert!(d <= 1e-4, "logits differ by {d}");
+}
