@@ -28,6 +28,22 @@ pub struct DecoderSpec {
     pub hidden_act: Activation,
 }
 
+impl DecoderSpec {
+    /// The shape checks transformers makes at construction, reported before any weight is read.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let (heads, kv) = (self.num_heads, self.num_kv_heads);
+        if heads == 0 || kv == 0 || heads % kv != 0 {
+            return Err(format!(
+                "text config: num_attention_heads ({heads}) must be a positive multiple of num_key_value_heads ({kv})"
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(format!("text config: head_dim {} must be even for rotary embeddings", self.head_dim));
+        }
+        Ok(())
+    }
+}
+
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     candle_nn::linear_b(in_dim, out_dim, bias, vb)
 }

@@ -96,17 +96,8 @@ impl LlamaConfig {
 
     /// Checks transformers would make at construction, reported before any weight is read.
     pub fn validate(&self) -> Result<(), String> {
-        let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        if self.num_attention_heads == 0 || kv == 0 || self.num_attention_heads % kv != 0 {
-            return Err(format!(
-                "text_config: num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({kv})",
-                self.num_attention_heads
-            ));
-        }
-        if self.head_dim() % 2 != 0 {
-            return Err(format!("text_config: head_dim {} must be even for rotary embeddings", self.head_dim()));
-        }
-        self.rotary().map(|_| ()).map_err(|e| format!("text_config: {e}"))
+        self.decoder_spec().validate()?;
+        self.rotary().map(|_| ()).map_err(|e| format!("text config: {e}"))
     }
 }
 

@@ -81,17 +81,13 @@ impl Qwen2Config {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        if self.num_attention_heads == 0
-            || kv == 0
-            || self.num_attention_heads % kv != 0
-            || self.hidden_size % self.num_attention_heads != 0
-        {
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err(format!(
-                "text config: hidden_size {} / num_attention_heads {} / num_key_value_heads {kv} do not divide evenly",
+                "text config: hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
+        self.decoder_spec().validate()?;
         self.mrope_section()?;
         self.rotary().map(|_| ())
     }
