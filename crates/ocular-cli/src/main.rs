@@ -2,6 +2,7 @@
 
 mod chat;
 mod common;
+mod ground;
 mod info;
 mod logits;
 mod run;
@@ -21,6 +22,8 @@ enum Command {
     Run(run::Args),
     /// Interactive multi-turn chat; `/image PATH` attaches an image.
     Chat(chat::Args),
+    /// Find what a phrase names in an image; print its boxes as JSON.
+    Ground(ground::Args),
     /// Print the input ids and last-position logits as JSON (parity checks).
     Logits(logits::Args),
     /// Architecture, parameters per part, dtype and memory of a model.
@@ -32,6 +35,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(a) => run::main(a),
         Command::Chat(a) => chat::main(a),
+        Command::Ground(a) => ground::main(a),
         Command::Logits(a) => logits::main(a),
         Command::Info(a) => info::main(a),
     };

@@ -165,3 +165,65 @@ fn logits_raw_with_a_video_follows_the_contract() {
     let d = logits.iter().zip(&want).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
     assert!(d <= 1e-4, "logits differ by {d}");
 }
+
+#[test]
+fn ground_prints_json_boxes_and_draws_the_image() {
+    let img = fixture("image_upscaled").join("img0.png");
+    let out_png = scratch("ground").join("out.png");
+    let out = ocular(&[
+        "ground",
+        "-q",
+        "--max-new-tokens",
+        "8",
+        "--model",
+        &model("image_upscaled"),
+        "--image",
+        img.to_str().unwrap(),
+        "--draw",
+        out_png.to_str().unwrap(),
+        "the red car",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A random model finds nothing, but the output is still the documented JSON array.
+    let boxes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(boxes.is_array(), "{boxes}");
+    let drawn = image::open(&out_png).unwrap();
+    assert_eq!((drawn.width(), drawn.height()), image::image_dimensions(&img).unwrap());
+
+    let llava = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llava/one_image");
+    let out = ocular(&[
+        "ground",
+        "-q",
+        "--model",
+        llava.join("model").to_str().unwrap(),
+        "--image",
+        llava.join("img0.png").to_str().unwrap(),
+        "the red car",
+    ]);
+    expect_error(&out, &["llava", "do not answer with boxes"]);
+}
+
+#[test]
+fn run_json_reports_text_boxes_and_usage() {
+    let meta = case_json("image_upscaled");
+    let img = fixture("image_upscaled").join("img0.png");
+    let out = ocular(&[
+        "run",
+        "-q",
+        "--json",
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+        "--model",
+        &model("image_upscaled"),
+        "--image",
+        img.to_str().unwrap(),
+        &question(&meta),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["text"], meta["chat_greedy_text"]);
+    assert!(json["boxes"].is_array() && json["problems"].is_array(), "{json}");
+    assert_eq!(json["usage"]["completion_tokens"], 16);
+    assert_eq!(json["finish_reason"], "length");
+}

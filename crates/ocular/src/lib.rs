@@ -9,6 +9,7 @@
 pub mod connect;
 pub mod error;
 pub mod generate;
+pub mod ground;
 pub mod image;
 pub mod load;
 pub mod models;

@@ -8,8 +8,9 @@ use crate::error::{Error, Result};
 use crate::generate::{
     FinishReason as StopReason, GenerationConfig, Sampler, SamplingParams, StopRules, StreamingText,
 };
+use crate::ground::Grounding;
 use crate::load::{LoadOptions, ModelDir};
-use crate::models::{self, Media, Prepared, VisionLanguageModel};
+use crate::models::{self, Media, MediaKind, Prepared, VisionLanguageModel};
 use crate::prompt::{ChatTemplate, Message};
 
 pub struct Pipeline {
@@ -104,6 +105,14 @@ impl Pipeline {
     /// Text as the family's transformers processor tokenizes it, placeholders expanded.
     pub fn prepare_raw(&self, text: &str, media: &Media) -> Result<Prepared> {
         self.model.prepare(text, media, true)
+    }
+
+    /// The boxes in `answer`, placed on the first image of `prepared` (`original` = its width
+    /// and height). None when the model has no box convention or the prompt had no image.
+    pub fn boxes(&self, answer: &str, prepared: &Prepared, original: (u32, u32)) -> Option<Grounding> {
+        let image = prepared.media.iter().find(|m| m.kind == MediaKind::Image)?;
+        let coords = self.model.box_coords(image)?;
+        Some(crate::ground::parse(answer, coords, original))
     }
 
     pub fn last_logits(&self, prepared: &Prepared) -> Result<Vec<f32>> {

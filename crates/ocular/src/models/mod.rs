@@ -92,6 +92,19 @@ pub trait VisionLanguageModel: Send + Sync {
     fn prefill(&self, input: &Prepared, state: &mut DecodeState) -> Result<Tensor>;
     /// One more token: f32 logits for the next.
     fn decode(&self, token: u32, state: &mut DecodeState) -> Result<Tensor>;
+
+    /// The question that asks this model for the box of `phrase` in its own grounding idiom;
+    /// None when the family was not trained to answer with boxes.
+    fn grounding_prompt(&self, phrase: &str) -> Option<String> {
+        let _ = phrase;
+        None
+    }
+
+    /// What the box coordinates of an answer about `image` are measured in.
+    fn box_coords(&self, image: &MediaInput) -> Option<crate::ground::Coords> {
+        let _ = image;
+        None
+    }
 }
 
 const SUPPORTED: &[&str] = &["llava", "qwen2_vl", "qwen2_5_vl"];

@@ -13,6 +13,7 @@ use super::splice::splice;
 use super::{DecodeState, Media, MediaInput, MediaKind, ModelInfo, Prepared, VisionLanguageModel};
 use crate::connect::PatchMerger;
 use crate::error::{Error, Result};
+use crate::ground::Coords;
 use crate::image::Patches;
 use crate::load::{LoadOptions, ModelDir, WeightIndex};
 use crate::prompt::positions::{mrope_positions, VisionSpan};
@@ -208,6 +209,24 @@ impl VisionLanguageModel for Qwen2Vl {
         let logits = self.language_model.forward(&embeds, &self.rotation(&positions)?, &mut state.cache)?;
         state.next_position += input.ids.len() as i64 + delta;
         Ok(logits.squeeze(0)?)
+    }
+
+    fn grounding_prompt(&self, phrase: &str) -> Option<String> {
+        Some(match self.config.variant {
+            // Qwen2-VL answers with <|object_ref_start|>..<|box_start|>(x1,y1),(x2,y2)<|box_end|>.
+            Variant::Qwen2Vl => format!("Locate {phrase}."),
+            // Qwen2.5-VL was taught to answer grounding questions in JSON (its cookbook's wording).
+            Variant::Qwen25Vl => format!("Locate {phrase}, output its bbox coordinates using JSON format."),
+        })
+    }
+
+    fn box_coords(&self, image: &MediaInput) -> Option<Coords> {
+        let [_, h, w] = image.grid_thw;
+        let p = self.config.vision.patch_size as u32;
+        Some(match self.config.variant {
+            Variant::Qwen2Vl => Coords::Grid1000,
+            Variant::Qwen25Vl => Coords::Resized { width: w as u32 * p, height: h as u32 * p },
+        })
     }
 
     fn decode(&self, token: u32, state: &mut DecodeState) -> Result<Tensor> {
