@@ -18,7 +18,13 @@ pub fn scaled_dot_product_attention(
     if let Some(mask) = mask {
         scores = scores.broadcast_add(mask)?;
     }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    // The fused softmax has no backward pass; training takes the composed one.
+    let probs = if scores.track_op() {
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores)?
+    };
+    let probs = probs.to_dtype(dtype)?;
     // (batch, heads, q_len, head_dim)
     probs.matmul(&v.contiguous()?)
 }

@@ -3,11 +3,11 @@
 //! Positions arrive as cos/sin tables so that 1-D RoPE and M-RoPE both plug in.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
 
 use super::kv_cache::KvCache;
 use super::rope::apply_rotary;
-use crate::nn::{causal_mask, repeat_kv, scaled_dot_product_attention, Activation};
+use crate::nn::{causal_mask, repeat_kv, scaled_dot_product_attention, Activation, Norm};
 
 /// The shape of a decoder, taken from a family's config.
 #[derive(Debug, Clone)]
@@ -128,8 +128,8 @@ impl GatedMlp {
 struct DecoderLayer {
     self_attn: SelfAttention,
     mlp: GatedMlp,
-    input_layernorm: RmsNorm,
-    post_attention_layernorm: RmsNorm,
+    input_layernorm: Norm,
+    post_attention_layernorm: Norm,
 }
 
 impl DecoderLayer {
@@ -137,12 +137,8 @@ impl DecoderLayer {
         Ok(Self {
             self_attn: SelfAttention::load(s, vb.pp("self_attn"))?,
             mlp: GatedMlp::load(s, vb.pp("mlp"))?,
-            input_layernorm: candle_nn::rms_norm(s.hidden_size, s.rms_norm_eps, vb.pp("input_layernorm"))?,
-            post_attention_layernorm: candle_nn::rms_norm(
-                s.hidden_size,
-                s.rms_norm_eps,
-                vb.pp("post_attention_layernorm"),
-            )?,
+            input_layernorm: Norm::rms(s.hidden_size, s.rms_norm_eps, vb.pp("input_layernorm"))?,
+            post_attention_layernorm: Norm::rms(s.hidden_size, s.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
         })
     }
 
@@ -168,7 +164,7 @@ pub struct Rotation {
 pub struct CausalDecoder {
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
-    norm: RmsNorm,
+    norm: Norm,
     lm_head: Linear,
     spec: DecoderSpec,
 }
@@ -188,7 +184,7 @@ impl CausalDecoder {
         let layers = (0..spec.num_layers)
             .map(|i| DecoderLayer::load(&spec, vb.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
-        let norm = candle_nn::rms_norm(spec.hidden_size, spec.rms_norm_eps, vb.pp("norm"))?;
+        let norm = Norm::rms(spec.hidden_size, spec.rms_norm_eps, vb.pp("norm"))?;
         let lm_head = match head {
             Head::Tied => Linear::new(embed_tokens.embeddings().clone(), None),
             Head::Own(vb) => candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, vb)?,

@@ -145,6 +145,10 @@ fn llama3_scaling(inv_freq: &mut [f32], p: &RopeParameters, factor: f32) -> std:
 /// Rotate `x` (batch, heads, seq, head_dim) by cos/sin (seq, head_dim / 2), halves convention
 /// (`rotate_half`), as Llama, CLIP-free text models and Qwen2 use.
 pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    // The fused kernel has no backward pass; training takes the composed formula.
+    if x.track_op() {
+        return candle_nn::rotary_emb::rope_slow(x, cos, sin);
+    }
     candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
 }
 

@@ -3,10 +3,10 @@
 //! VLMs read hidden states of an inner layer, so the forward returns those, not a pooled output.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
-use crate::nn::{scaled_dot_product_attention, Activation};
+use crate::nn::{scaled_dot_product_attention, Activation, Norm};
 
 fn d_hidden() -> usize {
     768
@@ -150,11 +150,11 @@ impl Attention {
 
 struct EncoderLayer {
     self_attn: Attention,
-    layer_norm1: LayerNorm,
+    layer_norm1: Norm,
     fc1: Linear,
     fc2: Linear,
     act: Activation,
-    layer_norm2: LayerNorm,
+    layer_norm2: Norm,
 }
 
 impl EncoderLayer {
@@ -162,11 +162,11 @@ impl EncoderLayer {
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         Ok(Self {
             self_attn: Attention::load(c, vb.pp("self_attn"))?,
-            layer_norm1: candle_nn::layer_norm(h, eps, vb.pp("layer_norm1"))?,
+            layer_norm1: Norm::layer(h, eps, vb.pp("layer_norm1"))?,
             fc1: candle_nn::linear(h, i, vb.pp("mlp").pp("fc1"))?,
             fc2: candle_nn::linear(i, h, vb.pp("mlp").pp("fc2"))?,
             act: c.hidden_act,
-            layer_norm2: candle_nn::layer_norm(h, eps, vb.pp("layer_norm2"))?,
+            layer_norm2: Norm::layer(h, eps, vb.pp("layer_norm2"))?,
         })
     }
 
@@ -180,7 +180,7 @@ impl EncoderLayer {
 /// The tower up to the deepest layer a VLM reads; deeper layers are never loaded.
 pub struct ClipVisionTower {
     embeddings: Embeddings,
-    pre_layrnorm: LayerNorm,
+    pre_layrnorm: Norm,
     layers: Vec<EncoderLayer>,
 }
 
@@ -192,7 +192,7 @@ impl ClipVisionTower {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embeddings: Embeddings::load(c, vb.pp("embeddings"))?,
-            pre_layrnorm: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("pre_layrnorm"))?,
+            pre_layrnorm: Norm::layer(c.hidden_size, c.layer_norm_eps, vb.pp("pre_layrnorm"))?,
             layers,
         })
     }
