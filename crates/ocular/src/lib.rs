@@ -16,6 +16,7 @@ pub mod models;
 pub mod nn;
 pub mod prompt;
 pub mod text;
+pub mod train;
 pub mod vision;
 
 pub use error::{Error, Result};

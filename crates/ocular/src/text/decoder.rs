@@ -205,6 +205,14 @@ impl CausalDecoder {
     /// last position (batch, vocab). Only the last position goes through the head: that is
     /// all generation needs.
     pub fn forward(&self, embeds: &Tensor, rot: &Rotation, cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.hidden_states(embeds, rot, cache)?;
+        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
+        self.logits(&last)?.squeeze(1)
+    }
+
+    /// The final-norm hidden states of every position (batch, seq, hidden); training reads the
+    /// positions it scores.
+    pub fn hidden_states(&self, embeds: &Tensor, rot: &Rotation, cache: &mut KvCache) -> Result<Tensor> {
         let seq = embeds.dim(1)?;
         let offset = cache.seq_len();
         let mask = if seq > 1 { Some(causal_mask(seq, offset, embeds.device())?) } else { None };
@@ -212,9 +220,12 @@ impl CausalDecoder {
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, rot, mask.as_ref(), (cache, i))?;
         }
-        let last = x.narrow(1, seq - 1, 1)?;
-        let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
-        logits.squeeze(1)?.to_dtype(candle_core::DType::F32)
+        self.norm.forward(&x)
+    }
+
+    /// f32 logits of hidden states (..., hidden) -> (..., vocab).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)?.to_dtype(candle_core::DType::F32)
     }
 
     pub fn new_cache(&self) -> KvCache {

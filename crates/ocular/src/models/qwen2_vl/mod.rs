@@ -26,12 +26,15 @@ const VIDEO_PLACEHOLDER: &str = "<|video_pad|>";
 
 /// transformers 5 nests the parts under `model.`; Hub 4.x checkpoints put the text model at
 /// `model.` and the vision tower at `visual.`.
-struct Layout {
+pub struct Layout {
     text: &'static str,
     visual: &'static str,
 }
 
 impl Layout {
+    /// The names transformers 5 uses in memory, which Ocular's trainer writes.
+    pub const V5: Layout = Layout { text: "model.language_model", visual: "model.visual" };
+
     fn detect(index: &WeightIndex, dir: &ModelDir) -> Result<Self> {
         for (text, visual) in [("model.language_model", "model.visual"), ("model", "visual")] {
             if index.contains(&format!("{text}.embed_tokens.weight")) {
@@ -61,47 +64,52 @@ pub struct Qwen2Vl {
 
 impl Qwen2Vl {
     pub fn load(dir: &ModelDir, config: serde_json::Value, opts: &LoadOptions) -> Result<Self> {
-        let config_path = dir.path("config.json");
-        let bad_config = |message: String| Error::Config { path: config_path.clone(), message };
-        let config = Qwen2VlConfig::from_json(&config).map_err(bad_config)?;
-        let rotary = config.text.rotary().map_err(bad_config)?;
-        let mrope_section = config.text.mrope_section().map_err(bad_config)?;
+        let config = Qwen2VlConfig::from_json(&config)
+            .map_err(|message| Error::Config { path: dir.path("config.json"), message })?;
         let tokenizer = TextTokenizer::load(dir)?;
         let processor = Qwen2VlProcessor::load(dir)?;
-
         let index = WeightIndex::read(dir.weight_files()?)?;
         let layout = Layout::detect(&index, dir)?;
-        let dtype = opts.precision.dtype();
-        let vb = index.var_builder(dtype, &opts.device, opts.progress.clone())?;
-        let weights_err = |e: candle_core::Error| Error::weights(dir.root(), &e);
-        let v = &config.vision;
-        let visual = Qwen2VisionTransformer::load(v, vb.pp(layout.visual)).map_err(weights_err)?;
-        let rms = config.variant == Variant::Qwen25Vl;
-        let merger =
-            PatchMerger::load(v.width, v.out_dim, v.merge_size * v.merge_size, rms, vb.pp(layout.visual).pp("merger"))
-                .map_err(weights_err)?;
-        let head = if config.tie_word_embeddings { Head::Tied } else { Head::Own(vb.pp("lm_head")) };
-        let language_model =
-            CausalDecoder::load(config.text.decoder_spec(), vb.pp(layout.text), head).map_err(weights_err)?;
+        let vb = index.var_builder(opts.precision.dtype(), &opts.device, opts.progress.clone())?;
+        let mut model =
+            Self::build(config, processor, tokenizer, vb, &layout).map_err(|e| Error::weights(dir.root(), &e))?;
+        let merger = index.count_params(&format!("{}.merger", layout.visual));
+        let head = if model.config.tie_word_embeddings { 0 } else { index.count_params("lm_head") };
+        model.info.parameters = vec![
+            ("vision tower", index.count_params(layout.visual) - merger),
+            ("patch merger", merger),
+            ("language model", index.count_params(layout.text) + head),
+        ];
+        Ok(model)
+    }
 
-        let merger_params = index.count_params(&format!("{}.merger", layout.visual));
+    /// The model on any weights: a checkpoint's, or a `VarMap`'s when training. `config` has
+    /// been validated ([`Qwen2VlConfig::from_json`]).
+    pub fn build(
+        config: Qwen2VlConfig,
+        processor: Qwen2VlProcessor,
+        tokenizer: TextTokenizer,
+        vb: candle_nn::VarBuilder,
+        layout: &Layout,
+    ) -> candle_core::Result<Self> {
+        let rotary = config.text.rotary().map_err(candle_core::Error::Msg)?;
+        let mrope_section = config.text.mrope_section().map_err(candle_core::Error::Msg)?;
+        let v = &config.vision;
+        let visual = Qwen2VisionTransformer::load(v, vb.pp(layout.visual))?;
+        let rms = config.variant == Variant::Qwen25Vl;
+        let unit = v.merge_size * v.merge_size;
+        let merger = PatchMerger::load(v.width, v.out_dim, unit, rms, vb.pp(layout.visual).pp("merger"))?;
+        let head = if config.tie_word_embeddings { Head::Tied } else { Head::Own(vb.pp("lm_head")) };
+        let language_model = CausalDecoder::load(config.text.decoder_spec(), vb.pp(layout.text), head)?;
         let info = ModelInfo {
             family: "qwen2_vl",
             model_type: match config.variant {
                 Variant::Qwen2Vl => "qwen2_vl".into(),
                 Variant::Qwen25Vl => "qwen2_5_vl".into(),
             },
-            parameters: vec![
-                ("vision tower", index.count_params(layout.visual) - merger_params),
-                ("patch merger", merger_params),
-                (
-                    "language model",
-                    index.count_params(layout.text)
-                        + if config.tie_word_embeddings { 0 } else { index.count_params("lm_head") },
-                ),
-            ],
-            dtype,
-            device: format!("{:?}", opts.device),
+            parameters: vec![],
+            dtype: vb.dtype(),
+            device: format!("{:?}", vb.device()),
         };
         Ok(Self {
             config,
@@ -113,9 +121,45 @@ impl Qwen2Vl {
             rotary,
             mrope_section,
             info,
-            dtype,
-            device: opts.device.clone(),
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
         })
+    }
+
+    pub fn config(&self) -> &Qwen2VlConfig {
+        &self.config
+    }
+
+    /// Training: f32 logits (positions, vocab) at the given positions of a prepared prompt,
+    /// each predicting the token after it.
+    pub fn logits_at(&self, input: &Prepared, positions: &[u32]) -> Result<Tensor> {
+        let mut state = self.new_state();
+        let (embeds, rotation, _) = self.embed_prompt(input, &state)?;
+        let hidden = self.language_model.hidden_states(&embeds, &rotation, &mut state.cache)?.squeeze(0)?;
+        let rows = hidden.index_select(&Tensor::new(positions, &self.device)?, 0)?;
+        Ok(self.language_model.logits(&rows)?)
+    }
+
+    /// The prompt's embeddings with the media spliced in, its M-RoPE rotation after what
+    /// `state` has seen, and the position delta later tokens carry.
+    fn embed_prompt(&self, input: &Prepared, state: &DecodeState) -> Result<(Tensor, Rotation, i64)> {
+        if input.ids.is_empty() {
+            return Err(Error::Invalid("the prompt is empty: no tokens to run".into()));
+        }
+        let (images, videos): (Vec<&MediaInput>, Vec<&MediaInput>) =
+            input.media.iter().partition(|m| m.kind == MediaKind::Image);
+        let mut features = Vec::new();
+        if !images.is_empty() {
+            features.push((self.config.image_token_id, self.encode(&images)?));
+        }
+        if !videos.is_empty() {
+            features.push((self.config.video_token_id, self.encode(&videos)?));
+        }
+        let text = self.language_model.embed(&Tensor::new(input.ids.as_slice(), &self.device)?)?;
+        let embeds = splice(&text, &input.ids, &features, &self.device)?;
+        let (positions, delta) = self.position_ids(input)?;
+        let positions: Vec<[i64; 3]> = positions.iter().map(|p| p.map(|v| v + state.next_position)).collect();
+        Ok((embeds, self.rotation(&positions)?, delta))
     }
 
     pub fn processor(&self) -> &Qwen2VlProcessor {
@@ -189,24 +233,8 @@ impl VisionLanguageModel for Qwen2Vl {
     }
 
     fn prefill(&self, input: &Prepared, state: &mut DecodeState) -> Result<Tensor> {
-        if input.ids.is_empty() {
-            return Err(Error::Invalid("the prompt is empty: no tokens to run".into()));
-        }
-        let (images, videos): (Vec<&MediaInput>, Vec<&MediaInput>) =
-            input.media.iter().partition(|m| m.kind == MediaKind::Image);
-        let mut features = Vec::new();
-        if !images.is_empty() {
-            features.push((self.config.image_token_id, self.encode(&images)?));
-        }
-        if !videos.is_empty() {
-            features.push((self.config.video_token_id, self.encode(&videos)?));
-        }
-        let text = self.language_model.embed(&Tensor::new(input.ids.as_slice(), &self.device)?)?;
-        let embeds = splice(&text, &input.ids, &features, &self.device)?;
-
-        let (positions, delta) = self.position_ids(input)?;
-        let positions: Vec<[i64; 3]> = positions.iter().map(|p| p.map(|v| v + state.next_position)).collect();
-        let logits = self.language_model.forward(&embeds, &self.rotation(&positions)?, &mut state.cache)?;
+        let (embeds, rotation, delta) = self.embed_prompt(input, state)?;
+        let logits = self.language_model.forward(&embeds, &rotation, &mut state.cache)?;
         state.next_position += input.ids.len() as i64 + delta;
         Ok(logits.squeeze(0)?)
     }

@@ -1,0 +1,341 @@
+//! Scenes into instruction examples: one builder per task, each drawing scenes until it can ask
+//! a question with exactly one right answer (CLEVR's rejection of ill-posed questions, Johnson
+//! et al., 2017). Builders decide everything from scene data and render only at the end, so
+//! rejected scenes cost nothing to draw.
+
+use ::image::RgbImage;
+
+use super::layout::{self, relation_answer, scene_with, Object, Relation, Scene, EDGE};
+use super::phrasing as say;
+use super::render::{draw_object, random_background, render_background, unit_bbox};
+use super::rng::Rng;
+use super::vocab::{Colour, Direction, Shape};
+use super::{box_answer, Example, SceneConfig, Task};
+
+/// Fixed mixture for [`Generator::mixed`], in [`Task::ALL`] order: the spatial tasks weigh
+/// most because they are what a small model learns last.
+const MIX_WEIGHTS: [u32; 7] = [2, 3, 2, 3, 3, 1, 1];
+
+/// A deterministic stream of examples: the same seed and config give the same examples, in
+/// the same order, on every platform.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    rng: Rng,
+    config: SceneConfig,
+}
+
+impl Generator {
+    /// # Panics
+    /// If `config` is invalid; call [`SceneConfig::validate`] first to get the reason as an error.
+    pub fn new(seed: u64, config: SceneConfig) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("{e}");
+        }
+        Self { rng: Rng::seed_from_u64(seed), config }
+    }
+
+    pub fn config(&self) -> &SceneConfig {
+        &self.config
+    }
+
+    /// The next example of `task`.
+    pub fn example(&mut self, task: Task) -> Example {
+        build(&mut self.rng, &self.config, task).render()
+    }
+
+    /// The next example of a task drawn with fixed weights (caption 2, attribute 3, count 2,
+    /// relation 3, grounding 3, multi-image 1, video 1).
+    pub fn mixed(&mut self) -> Example {
+        let task = Task::ALL[self.rng.weighted(&MIX_WEIGHTS)];
+        self.example(task)
+    }
+}
+
+/// Endless: `generator.take(n)` is a dataset of `n` mixed examples.
+impl Iterator for Generator {
+    type Item = Example;
+    fn next(&mut self) -> Option<Example> {
+        Some(self.mixed())
+    }
+}
+
+/// An example before rendering, with the scenes it was asked about (tests recompute answers
+/// from them). For video, `scenes` are the frames.
+#[derive(Debug, Clone)]
+pub(crate) struct Built {
+    pub kind: Task,
+    pub scenes: Vec<Scene>,
+    pub question: String,
+    pub answer: String,
+    pub target_box: Option<[f32; 4]>,
+}
+
+impl Built {
+    fn new(kind: Task, scenes: Vec<Scene>, question: String, answer: String) -> Self {
+        Self { kind, scenes, question, answer, target_box: None }
+    }
+
+    pub fn render(self) -> Example {
+        let (images, video) = if self.kind == Task::Video {
+            (Vec::new(), Some(render_frames(&self.scenes)))
+        } else {
+            (self.scenes.iter().map(Scene::render).collect(), None)
+        };
+        Example {
+            kind: self.kind,
+            images,
+            video,
+            question: self.question,
+            answer: self.answer,
+            target_box: self.target_box,
+        }
+    }
+}
+
+/// Frames share one background, drawn once.
+fn render_frames(frames: &[Scene]) -> Vec<RgbImage> {
+    let first = &frames[0];
+    let bg = render_background(&first.background, first.width, first.height);
+    frames
+        .iter()
+        .map(|f| {
+            let mut img = bg.clone();
+            f.objects.iter().for_each(|o| draw_object(&mut img, o));
+            img
+        })
+        .collect()
+}
+
+pub(crate) fn build(rng: &mut Rng, config: &SceneConfig, task: Task) -> Built {
+    match task {
+        Task::Caption => caption(rng, config),
+        Task::Attribute => attribute(rng, config),
+        Task::Count => count(rng, config),
+        Task::Relation => relation(rng, config),
+        Task::Grounding => grounding(rng, config),
+        Task::MultiImage => multi_image(rng, config),
+        Task::Video => video(rng, config),
+    }
+}
+
+/// A scene with at least `need` objects, whatever the config's minimum.
+fn scene_needing(rng: &mut Rng, config: &SceneConfig, need: usize) -> Scene {
+    scene_with(rng, config, config.min_objects.max(need), config.max_objects.max(need))
+}
+
+/// The canonical caption: objects left to right as "a <size> <colour> <shape>", joined with
+/// commas and a final "and", capitalised, with a full stop. "A small red circle, a large blue
+/// square and a small yellow star."
+pub fn caption_text(scene: &Scene) -> String {
+    let mut objects: Vec<&Object> = scene.objects.iter().collect();
+    objects.sort_by(|a, b| a.centre[0].total_cmp(&b.centre[0]));
+    let parts: Vec<String> =
+        objects.iter().map(|o| format!("a {} {} {}", o.size.name(), o.colour.name(), o.shape.name())).collect();
+    let body = match parts.split_last() {
+        None => "nothing".to_string(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    };
+    let mut chars = body.chars();
+    let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or_default();
+    format!("{first}{}.", chars.as_str())
+}
+
+fn caption(rng: &mut Rng, config: &SceneConfig) -> Built {
+    loop {
+        let scene = scene_needing(rng, config, 1);
+        // Left-to-right order must be visible: neighbours' centres at least this far apart.
+        let gap = 0.02 * scene.width as f32 + 2.0;
+        let mut xs: Vec<f32> = scene.objects.iter().map(|o| o.centre[0]).collect();
+        xs.sort_by(f32::total_cmp);
+        if xs.windows(2).all(|w| w[1] - w[0] >= gap) {
+            let answer = caption_text(&scene);
+            return Built::new(Task::Caption, vec![scene], say::caption(rng), answer);
+        }
+    }
+}
+
+fn attribute(rng: &mut Rng, config: &SceneConfig) -> Built {
+    loop {
+        let scene = scene_needing(rng, config, 1);
+        let objs = &scene.objects;
+        let (question, answer) = match rng.weighted(&[3, 3, 3, 1]) {
+            0 => {
+                // "What colour is the square?" needs exactly one square.
+                let unique: Vec<&Object> = objs.iter().filter(|o| scene.count_shape(o.shape) == 1).collect();
+                let Some(o) = pick_opt(rng, &unique) else { continue };
+                (say::colour_of(rng, o.shape.name()), o.colour.name().to_string())
+            }
+            1 => {
+                let unique: Vec<&Object> = objs.iter().filter(|o| scene.count_colour(o.colour) == 1).collect();
+                let Some(o) = pick_opt(rng, &unique) else { continue };
+                (say::shape_of(rng, o.colour.name()), o.shape.name().to_string())
+            }
+            2 => {
+                if rng.chance(0.5) {
+                    let o = rng.pick(objs);
+                    (say::exists(rng, &o.name()), "yes".to_string())
+                } else {
+                    // Mostly near misses (right colour or right shape), which need looking.
+                    let near = rng.chance(0.7);
+                    let absent: Vec<(Colour, Shape)> = Colour::ALL
+                        .iter()
+                        .flat_map(|&c| Shape::ALL.iter().map(move |&s| (c, s)))
+                        .filter(|&(c, s)| scene.find(c, s).is_none())
+                        .filter(|&(c, s)| !near || scene.count_colour(c) + scene.count_shape(s) > 0)
+                        .collect();
+                    let Some(&(c, s)) = pick_opt(rng, &absent) else { continue };
+                    (say::exists(rng, &format!("{} {}", c.name(), s.name())), "no".to_string())
+                }
+            }
+            _ => {
+                let o = rng.pick(objs);
+                (say::size_of(rng, &o.name()), o.size.name().to_string())
+            }
+        };
+        return Built::new(Task::Attribute, vec![scene], question, answer);
+    }
+}
+
+fn pick_opt<'a, T>(rng: &mut Rng, items: &'a [T]) -> Option<&'a T> {
+    (!items.is_empty()).then(|| rng.pick(items))
+}
+
+/// Mostly something present, sometimes anything (so "0" is a possible answer).
+fn some_shape(rng: &mut Rng, scenes: &[&Scene]) -> Shape {
+    let present: Vec<Shape> = scenes.iter().flat_map(|s| s.objects.iter().map(|o| o.shape)).collect();
+    if present.is_empty() || rng.chance(0.2) {
+        *rng.pick(&Shape::ALL)
+    } else {
+        *rng.pick(&present)
+    }
+}
+
+fn some_colour(rng: &mut Rng, scenes: &[&Scene]) -> Colour {
+    let present: Vec<Colour> = scenes.iter().flat_map(|s| s.objects.iter().map(|o| o.colour)).collect();
+    if present.is_empty() || rng.chance(0.2) {
+        *rng.pick(&Colour::ALL)
+    } else {
+        *rng.pick(&present)
+    }
+}
+
+fn count(rng: &mut Rng, config: &SceneConfig) -> Built {
+    let scene = scene_needing(rng, config, 1);
+    let (question, n) = match rng.weighted(&[4, 4, 2]) {
+        0 => (say::count_all(rng), scene.objects.len()),
+        1 => {
+            let s = some_shape(rng, &[&scene]);
+            (say::count_shape(rng, &s.plural()), scene.count_shape(s))
+        }
+        _ => {
+            let c = some_colour(rng, &[&scene]);
+            (say::count_colour(rng, c.name()), scene.count_colour(c))
+        }
+    };
+    Built::new(Task::Count, vec![scene], question, n.to_string())
+}
+
+fn relation(rng: &mut Rng, config: &SceneConfig) -> Built {
+    // Relation first, then scenes until one has a clear instance of it: directional relations
+    // are rarer than nearest/farthest, and would be crowded out if we took whatever came up.
+    let rel = *rng.pick(&Relation::ALL);
+    loop {
+        let scene = scene_needing(rng, config, 3);
+        let pairs: Vec<(usize, usize)> =
+            (0..scene.objects.len()).filter_map(|a| relation_answer(&scene, a, rel).map(|b| (a, b))).collect();
+        if let Some(&(a, b)) = pick_opt(rng, &pairs) {
+            let question = say::relation(rng, rel, &scene.objects[a].name());
+            let answer = scene.objects[b].name();
+            return Built::new(Task::Relation, vec![scene], question, answer);
+        }
+    }
+}
+
+fn grounding(rng: &mut Rng, config: &SceneConfig) -> Built {
+    let scene = scene_needing(rng, config, 1);
+    let o = rng.pick(&scene.objects).clone();
+    let bbox = o.bbox();
+    let answer = box_answer(&format!("the {}", o.name()), bbox, scene.width, scene.height);
+    let question = say::locate(rng, &o.name());
+    Built { target_box: Some(bbox), ..Built::new(Task::Grounding, vec![scene], question, answer) }
+}
+
+fn multi_image(rng: &mut Rng, config: &SceneConfig) -> Built {
+    let which = |first_wins: bool| (if first_wins { "the first image" } else { "the second image" }).to_string();
+    let kind = rng.weighted(&[5, 2, 3]);
+    let want_yes = rng.chance(0.5);
+    loop {
+        let (a, b) = (scene_needing(rng, config, 1), scene_needing(rng, config, 1));
+        let (question, answer) = match kind {
+            0 => {
+                let s = some_shape(rng, &[&a, &b]);
+                let (na, nb) = (a.count_shape(s), b.count_shape(s));
+                if na == nb {
+                    continue;
+                }
+                (say::more_shape(rng, &s.plural()), which(na > nb))
+            }
+            1 => {
+                if a.objects.len() == b.objects.len() {
+                    continue;
+                }
+                (say::more_objects(rng), which(a.objects.len() > b.objects.len()))
+            }
+            _ => {
+                let c = some_colour(rng, &[&a, &b]);
+                let both = a.count_colour(c) > 0 && b.count_colour(c) > 0;
+                if both != want_yes {
+                    continue;
+                }
+                (say::both_colour(rng, c.name()), (if both { "yes" } else { "no" }).to_string())
+            }
+        };
+        return Built::new(Task::MultiImage, vec![a, b], question, answer);
+    }
+}
+
+/// One object sliding in a straight line at constant speed across a fixed background, with up
+/// to three static distractors kept clear of its whole path. The mover's colour is unique, so
+/// it is named unambiguously and can be tracked by colour.
+fn video(rng: &mut Rng, config: &SceneConfig) -> Built {
+    let (w, h) = layout::canvas(rng, config);
+    let background = random_background(rng, config.texture_prob);
+    let short = w.min(h) as f32;
+    let frames = rng.int(config.min_frames, config.max_frames);
+    let dir = *rng.pick(&Direction::ALL);
+    let (shape, colour) = (*rng.pick(&Shape::ALL), *rng.pick(&Colour::ALL));
+    let mover = layout::new_object(rng, shape, colour, short);
+    let [a, b, c, d] = unit_bbox(shape).map(|v| v * mover.radius);
+    let (x_lo, x_hi, y_lo, y_hi) = (EDGE - a, w as f32 - EDGE - c, EDGE - b, h as f32 - EDGE - d);
+    let [sx, sy] = dir.step();
+    let horizontal = sx != 0.0;
+    // Travel 30-60% of the canvas along the axis (less only if the object cannot fit that).
+    let (lo, hi, extent) = if horizontal { (x_lo, x_hi, w) } else { (y_lo, y_hi, h) };
+    let travel = (extent as f32 * rng.float(0.3, 0.6)).min(hi - lo);
+    let forward = sx + sy > 0.0;
+    let start_along = if forward { rng.float(lo, hi - travel) } else { rng.float(lo + travel, hi) };
+    let across = if horizontal { rng.float(y_lo, y_hi) } else { rng.float(x_lo, x_hi) };
+    let start = if horizontal { [start_along, across] } else { [across, start_along] };
+    let at = |k: usize| {
+        let t = travel * k as f32 / (frames - 1) as f32;
+        Object { centre: [start[0] + sx * t, start[1] + sy * t], ..mover.clone() }
+    };
+    let (b0, b1) = (at(0).bbox(), at(frames - 1).bbox());
+    let swept = [b0[0].min(b1[0]), b0[1].min(b1[1]), b0[2].max(b1[2]), b0[3].max(b1[3])];
+    let n = rng.int(0, 3.min(config.max_objects.saturating_sub(1)));
+    let distractors: Vec<Object> = layout::pick_attributes(rng, n, |_, c| c == colour)
+        .into_iter()
+        .map(|(s, c)| layout::new_object(rng, s, c, short))
+        .collect();
+    let distractors = layout::layout(rng, distractors, (w, h), &[swept]);
+    let scenes = (0..frames)
+        .map(|k| {
+            let mut objects = vec![at(k)];
+            objects.extend(distractors.iter().cloned());
+            Scene { width: w, height: h, background: background.clone(), objects }
+        })
+        .collect();
+    let question = say::direction(rng, &mover.name());
+    Built::new(Task::Video, scenes, question, dir.name().to_string())
+}
