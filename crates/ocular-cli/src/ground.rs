@@ -53,7 +53,8 @@ pub fn main(args: Args) -> Result<()> {
     let prepared = pipeline.prepare_chat(&[Message::user(&question, 1)], &media)?;
     let options =
         GenerateOptions { sampling: SamplingParams::greedy(), max_new_tokens: args.max_new_tokens, stop: vec![] };
-    let answer = pipeline.generate(&prepared, &options, &mut |_| {})?.text;
+    let generation = pipeline.generate(&prepared, &options, &mut |_| {})?;
+    let answer = pipeline.raw_text(&generation)?;
     if args.show_answer {
         eprintln!("answer: {answer}");
     }

@@ -2,10 +2,12 @@
 
 mod chat;
 mod common;
+mod eval;
 mod ground;
 mod info;
 mod logits;
 mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -26,8 +28,12 @@ enum Command {
     Ground(ground::Args),
     /// Print the input ids and last-position logits as JSON (parity checks).
     Logits(logits::Args),
+    /// Train a model on the procedural scenes, or fine-tune one, from a TOML config.
+    Train(train::Args),
     /// Architecture, parameters per part, dtype and memory of a model.
     Info(info::Args),
+    /// Score a model on a seeded suite of scene questions: accuracy per task, grounding IoU.
+    Eval(eval::Args),
 }
 
 fn main() {
@@ -37,7 +43,9 @@ fn main() {
         Command::Chat(a) => chat::main(a),
         Command::Ground(a) => ground::main(a),
         Command::Logits(a) => logits::main(a),
+        Command::Train(a) => train::main(a),
         Command::Info(a) => info::main(a),
+        Command::Eval(a) => eval::main(a),
     };
     if let Err(e) = result {
         common::end_progress_line();

@@ -44,7 +44,8 @@ pub fn main(args: Args) -> Result<()> {
     })?;
     if args.json {
         let original = media.images.first().map(|i| i.dimensions());
-        let found = original.and_then(|size| pipeline.boxes(&generation.text, &prepared, size)).unwrap_or_default();
+        let raw = pipeline.raw_text(&generation)?;
+        let found = original.and_then(|size| pipeline.boxes(&raw, &prepared, size)).unwrap_or_default();
         let finish = match generation.finish_reason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",

@@ -107,7 +107,13 @@ impl Pipeline {
         self.model.prepare(text, media, true)
     }
 
-    /// The boxes in `answer`, placed on the first image of `prepared` (`original` = its width
+    /// The answer with special tokens kept: Qwen2-VL's box markers (`<|box_start|>` ...) are
+    /// special tokens, which the streamed text leaves out.
+    pub fn raw_text(&self, generation: &Generation) -> Result<String> {
+        self.model.tokenizer().decode(&generation.tokens, false)
+    }
+
+    /// The boxes in `answer` (see [`Pipeline::raw_text`]), placed on the first image of `prepared` (`original` = its width
     /// and height). None when the model has no box convention or the prompt had no image.
     pub fn boxes(&self, answer: &str, prepared: &Prepared, original: (u32, u32)) -> Option<Grounding> {
         let image = prepared.media.iter().find(|m| m.kind == MediaKind::Image)?;

@@ -71,3 +71,21 @@ fn families_without_boxes_say_so() {
     let pipeline = Pipeline::load(dir.join("model"), &LoadOptions::default()).unwrap();
     assert!(pipeline.model.grounding_prompt("x").is_none());
 }
+
+#[test]
+fn box_markers_survive_into_the_text_boxes_are_read_from() {
+    // Qwen2-VL's box markers are special tokens: the streamed text drops them, raw_text keeps them.
+    let (pipeline, prepared, size) = prepared("image_upscaled");
+    let tokens = pipeline.model.tokenizer().encode("<|box_start|>(100,200),(300,400)<|box_end|>", false).unwrap();
+    let generation = ocular::pipeline::Generation {
+        text: pipeline.model.tokenizer().decode(&tokens, true).unwrap(),
+        tokens,
+        prompt_tokens: prepared.ids.len(),
+        finish_reason: ocular::pipeline::FinishReason::Stop,
+        prefill_secs: 0.0,
+        decode_secs: 0.0,
+    };
+    assert!(pipeline.boxes(&generation.text, &prepared, size).unwrap().boxes.is_empty());
+    let raw = pipeline.raw_text(&generation).unwrap();
+    assert_eq!(pipeline.boxes(&raw, &prepared, size).unwrap().boxes.len(), 1);
+}

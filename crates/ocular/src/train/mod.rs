@@ -1,3 +1,10 @@
 //! Training: the procedural scene dataset Ocular's own small Qwen2-VL-style model learns from.
 
+pub mod batch;
+pub mod config;
+pub mod eval;
+pub mod folder;
+pub mod optim;
 pub mod scenes;
+pub mod tokenizer;
+pub mod trainer;

@@ -1,0 +1,71 @@
+//! `ocular train --config FILE.toml [--resume]`: trains a new Qwen2-VL-architecture model on the
+//! procedural scenes, or fine-tunes a model folder (`base` in the config), and writes a standard
+//! model folder.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use ocular::train::config::TrainConfig;
+use ocular::train::trainer::{Progress, Trainer};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The run's settings (see configs/builtin.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Continue from the checkpoint in the output folder.
+    #[arg(long)]
+    resume: bool,
+    /// Write the model folder here instead of the config's `out`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+pub fn main(args: Args) -> Result<()> {
+    let mut config = TrainConfig::from_file(&args.config)?;
+    if let Some(out) = args.out {
+        config.out = out;
+    }
+    let mut trainer = Trainer::new(config, args.resume)?;
+    if !args.quiet {
+        eprintln!("training {:.2}M parameters from step {}", trainer.parameters() as f64 / 1e6, trainer.step());
+    }
+    let terminal = std::io::stderr().is_terminal();
+    let quiet = args.quiet;
+    let mut show = |p: &Progress| {
+        if quiet {
+            return;
+        }
+        let line = format!(
+            "step {}/{}  loss {:.4}  lr {:.2e}  grad {:.2}  {:.0} tok/s  ETA {}",
+            p.step,
+            p.steps,
+            p.loss,
+            p.lr,
+            p.grad_norm,
+            p.tokens_per_sec,
+            duration(p.eta_secs)
+        );
+        if let Some(e) = p.eval_loss {
+            eprintln!("{}{line}  held-out loss {e:.4}", if terminal { "\r" } else { "" });
+        } else if terminal {
+            eprint!("\r{line}   ");
+        } else if p.step % 10 == 0 || p.step == p.steps {
+            eprintln!("{line}");
+        }
+    };
+    let out = trainer.run(&mut show)?;
+    if !quiet {
+        eprintln!("\nwrote {}", out.display());
+    }
+    Ok(())
+}

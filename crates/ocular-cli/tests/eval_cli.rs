@@ -1,0 +1,72 @@
+//! `ocular eval` on the tiny Qwen2-VL fixture (random weights, so the scores are near 0): the
+//! JSON report's shape, the table, and the usage errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const TASKS: [&str; 7] = ["caption", "attribute", "count", "relation", "grounding", "multi_image", "video"];
+
+fn model() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2_vl/image_upscaled/model");
+    dir.to_str().unwrap().to_string()
+}
+
+fn ocular(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ocular")).args(args).output().expect("run ocular")
+}
+
+fn in_unit_interval(v: &Value) -> bool {
+    v.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x))
+}
+
+#[test]
+fn json_report_has_every_task_and_the_grounding_scores() {
+    let m = model();
+    let out = ocular(&["eval", "--model", &m, "--suite", "scenes", "--n", "14", "--seed", "1", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {err}");
+    assert!(err.contains("evaluating: 14/14"), "progress on stderr: {err}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    let tasks = report["tasks"].as_object().unwrap();
+    assert_eq!(tasks.len(), 7, "{report}");
+    for name in TASKS {
+        let t = tasks[name].as_object().unwrap_or_else(|| panic!("task {name} missing: {report}"));
+        assert_eq!(t.len(), 2, "{name}: {report}");
+        assert_eq!(t["n"], 2, "{name}: {report}");
+        assert!(in_unit_interval(&t["accuracy"]), "{name}: {report}");
+    }
+    let grounding = report["grounding"].as_object().unwrap();
+    assert_eq!(grounding.len(), 2, "{report}");
+    assert!(in_unit_interval(&grounding["acc_iou50"]) && in_unit_interval(&grounding["mean_iou"]), "{report}");
+    assert_eq!(report.as_object().unwrap().len(), 2, "{report}");
+}
+
+#[test]
+fn table_by_default_and_quiet_stderr() {
+    let m = model();
+    let out = ocular(&["eval", "-q", "--model", &m, "--n", "7", "--seed", "3"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "quiet: {}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("task"), "{table}");
+    for name in TASKS {
+        assert!(table.lines().any(|l| l.starts_with(name) && l.contains(" 1 ")), "{name}: {table}");
+    }
+    assert!(table.contains("acc@IoU>=0.5"), "{table}");
+}
+
+#[test]
+fn too_few_examples_or_an_unknown_suite_are_usage_errors() {
+    let m = model();
+    let out = ocular(&["eval", "--model", &m, "--n", "6"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the scenes suite needs at least 7 examples (one per task), got 6"), "{err}");
+    assert!(!err.contains("loading"), "refused before loading: {err}");
+    let out = ocular(&["eval", "--model", &m, "--suite", "coco"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid value 'coco'") && err.contains("scenes"), "{err}");
+}

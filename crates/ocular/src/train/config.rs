@@ -1,0 +1,156 @@
+//! `ocular train --config FILE.toml`: what to train, on what, for how long. Every field has a
+//! default, so a config states only what differs; the one that made the built-in model is
+//! committed as `configs/builtin.toml`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::scenes::SceneConfig;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Where the finished model folder goes; checkpoints go to `OUT/checkpoint`.
+    pub out: PathBuf,
+    /// Fine-tune this model folder instead of training a new one from scratch.
+    pub base: Option<PathBuf>,
+    pub seed: u64,
+    pub model: ModelShape,
+    pub data: SceneConfig,
+    pub optim: Optim,
+}
+
+/// The shape of a new Qwen2-VL-architecture model (ignored when fine-tuning).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelShape {
+    pub vocab_size: usize,
+    pub vision_depth: usize,
+    pub vision_width: usize,
+    pub vision_heads: usize,
+    pub vision_mlp_ratio: f64,
+    pub text_layers: usize,
+    pub text_hidden: usize,
+    pub text_heads: usize,
+    pub text_kv_heads: usize,
+    pub text_intermediate: usize,
+    pub rope_theta: f64,
+    /// Images are resized to within these many pixels (multiples of 28 x 28).
+    pub min_pixels: u64,
+    pub max_pixels: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Optim {
+    pub steps: usize,
+    /// Examples per optimiser step (gradients accumulated one example at a time).
+    pub batch_size: usize,
+    pub lr: f64,
+    /// The cosine schedule ends at `lr * min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Gradients are scaled down to this global norm when larger.
+    pub grad_clip: f64,
+    /// Held-out loss every this many steps (0: never).
+    pub eval_every: usize,
+    pub eval_examples: usize,
+    /// A resumable checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            out: PathBuf::from("trained-model"),
+            base: None,
+            seed: 0,
+            model: ModelShape::default(),
+            data: SceneConfig::default(),
+            optim: Optim::default(),
+        }
+    }
+}
+
+impl Default for ModelShape {
+    fn default() -> Self {
+        Self {
+            vocab_size: 1024,
+            vision_depth: 4,
+            vision_width: 128,
+            vision_heads: 4,
+            vision_mlp_ratio: 2.0,
+            text_layers: 4,
+            text_hidden: 256,
+            text_heads: 4,
+            text_kv_heads: 2,
+            text_intermediate: 768,
+            rope_theta: 10_000.0,
+            min_pixels: 56 * 56,
+            max_pixels: 224 * 224,
+        }
+    }
+}
+
+impl Default for Optim {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_size: 8,
+            lr: 1e-3,
+            min_lr_ratio: 0.1,
+            warmup_steps: 50,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            eval_every: 100,
+            eval_examples: 32,
+            checkpoint_every: 200,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::model_file(path, e))?;
+        let config: Self = toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.into(),
+            message: e.to_string().lines().next().unwrap_or("").into(),
+        })?;
+        config.validate().map_err(|message| Error::Config { path: path.into(), message })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let m = &self.model;
+        let o = &self.optim;
+        if o.steps == 0 || o.batch_size == 0 {
+            return Err("optim.steps and optim.batch_size must be at least 1".into());
+        }
+        if !(o.lr > 0.0) || !(o.grad_clip > 0.0) {
+            return Err("optim.lr and optim.grad_clip must be positive".into());
+        }
+        let head_dim = m.text_hidden / m.text_heads.max(1);
+        if m.text_heads == 0 || m.text_hidden % m.text_heads != 0 || head_dim % 4 != 0 {
+            return Err(format!(
+                "model.text_hidden {} must split into text_heads {} heads of a multiple of 4",
+                m.text_hidden, m.text_heads
+            ));
+        }
+        if m.vocab_size < 300 {
+            return Err(format!(
+                "model.vocab_size {} is too small: the byte alphabet and special tokens alone take 270",
+                m.vocab_size
+            ));
+        }
+        Ok(())
+    }
+}

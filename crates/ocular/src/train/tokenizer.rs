@@ -1,0 +1,105 @@
+//! The built-in model's tokenizer: byte-level BPE (as Qwen2's) trained with the `tokenizers`
+//! trainer on the scene dataset's own questions and answers, plus Qwen2-VL's special tokens,
+//! so that any Qwen2-VL code path (ours or transformers') reads it.
+
+use std::path::Path;
+
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+use super::scenes::{Generator, SceneConfig, Task};
+use crate::error::{Error, Result};
+
+/// Qwen2-VL's special tokens, in its order: the ids follow the learned vocabulary.
+pub const SPECIAL_TOKENS: [&str; 14] = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+];
+
+/// Qwen2-VL's chat template (system prompt by default, a vision span per image or video).
+pub const CHAT_TEMPLATE: &str = include_str!("qwen2_vl_chat_template.jinja");
+
+/// Trains a tokenizer of `vocab_size` entries (special tokens included) on the questions and
+/// answers of `examples` scene examples from the generator at `seed`.
+pub fn build(vocab_size: usize, seed: u64, scenes: &SceneConfig, examples: usize) -> Result<Tokenizer> {
+    let err = |e: tokenizers::Error| Error::Tokenizer(format!("training the tokenizer: {e}"));
+    let mut generator = Generator::new(seed, scenes.clone());
+    let mut corpus = Vec::new();
+    for i in 0..examples {
+        let ex = generator.example(Task::ALL[i % Task::ALL.len()]);
+        corpus.push(ex.question);
+        corpus.push(ex.answer);
+    }
+    corpus.push("You are a helpful assistant.".to_string());
+    corpus.push("system user assistant 0123456789 (,) yes no".to_string());
+
+    let learned = vocab_size - SPECIAL_TOKENS.len();
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(learned)
+        .min_frequency(2)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    let mut tokenizer = Tokenizer::new(BPE::default());
+    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
+    tokenizer.train(&mut trainer, corpus.into_iter()).map_err(err)?;
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+    tokenizer.add_special_tokens(&specials);
+    Ok(tokenizer)
+}
+
+/// Writes tokenizer.json, tokenizer_config.json and chat_template.jinja into `dir`.
+pub fn save(tokenizer: &Tokenizer, dir: &Path) -> Result<()> {
+    let io = |p: &Path, e: &dyn std::fmt::Display| Error::model_file(p, e);
+    let path = dir.join("tokenizer.json");
+    tokenizer.save(&path, false).map_err(|e| io(&path, &e))?;
+    let config = serde_json::json!({
+        "tokenizer_class": "Qwen2TokenizerFast",
+        "bos_token": null,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": null,
+        "model_max_length": 32768,
+        "errors": "replace",
+        "clean_up_tokenization_spaces": false,
+    });
+    let path = dir.join("tokenizer_config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).map_err(|e| io(&path, &e))?;
+    let path = dir.join("chat_template.jinja");
+    std::fs::write(&path, CHAT_TEMPLATE).map_err(|e| io(&path, &e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_tokens_follow_the_vocabulary_and_text_round_trips() {
+        let tok = build(400, 1, &SceneConfig::default(), 700).unwrap();
+        assert_eq!(tok.get_vocab_size(true), 400);
+        assert_eq!(tok.token_to_id("<|endoftext|>"), Some(386));
+        assert_eq!(tok.token_to_id("<|video_pad|>"), Some(399));
+        let text = "What colour is the square? <|box_start|>(12,998),(3,4)<|box_end|> café";
+        let ids = tok.encode(text, false).unwrap();
+        assert_eq!(tok.decode(ids.get_ids(), false).unwrap(), text);
+        // Scene words are whole tokens, not bytes.
+        assert!(tok.encode("square", false).unwrap().get_ids().len() <= 2);
+    }
+}

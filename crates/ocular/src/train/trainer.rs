@@ -1,0 +1,281 @@
+//! The training loop: scene examples drawn from (seed, step) so a run is deterministic and can
+//! resume anywhere; loss on answer tokens only; AdamW with warm-up, cosine decay and clipping;
+//! held-out loss now and then; resumable checkpoints; a standard model folder at the end.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::batch::{sample, Sample};
+use super::config::TrainConfig;
+use super::folder;
+use super::optim::{learning_rate, AdamW};
+use super::scenes::Generator;
+use crate::error::{Error, Result};
+use crate::load::{ModelDir, WeightIndex};
+use crate::models::qwen2_vl::config::Qwen2VlConfig;
+use crate::models::qwen2_vl::processor::Qwen2VlProcessor;
+use crate::models::qwen2_vl::{Layout, Qwen2Vl};
+use crate::prompt::{ChatTemplate, TextTokenizer};
+
+/// What the loop reports after each step.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f32,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_sec: f64,
+    pub eta_secs: f64,
+    /// Mean loss on held-out examples, on the steps that measure it.
+    pub eval_loss: Option<f32>,
+}
+
+/// Examples of step `step` are drawn from their own generator, so any step can be redone.
+fn generator(config: &TrainConfig, step: u64) -> Generator {
+    Generator::new(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step), config.data.clone())
+}
+
+/// Deterministic initial weights: N(0, 0.02) for matrices and embeddings, ones for norm scales,
+/// zeros for biases; each tensor's values depend only on the seed and its name.
+fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
+    for (name, var) in varmap.data().lock().expect("var map lock").iter() {
+        let n = var.elem_count();
+        let values: Vec<f32> = if name.ends_with("bias") {
+            vec![0.0; n]
+        } else if var.rank() == 1 {
+            vec![1.0; n]
+        } else {
+            let mut state =
+                name.bytes().fold(seed ^ 0xA076_1D64_78BD_642F, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+            let mut uniform = || {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+            };
+            // Box-Muller.
+            (0..n)
+                .map(|_| {
+                    (0.02
+                        * (-2.0 * (uniform().max(1e-300)).ln()).sqrt()
+                        * (2.0 * std::f64::consts::PI * uniform()).cos()) as f32
+                })
+                .collect()
+        };
+        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
+    }
+    Ok(())
+}
+
+pub struct Trainer {
+    config: TrainConfig,
+    model: Qwen2Vl,
+    varmap: VarMap,
+    template: ChatTemplate,
+    optimizer: AdamW,
+    out: PathBuf,
+}
+
+impl Trainer {
+    /// Prepares `config.out` (a new model's files, or a copy of the base's) and builds the model;
+    /// with `resume`, continues from the checkpoint there.
+    pub fn new(config: TrainConfig, resume: bool) -> Result<Self> {
+        let out = config.out.clone();
+        let checkpoint = out.join("checkpoint");
+        let resuming = resume && checkpoint.join("model.safetensors").is_file();
+        if resume && !resuming {
+            return Err(Error::model_file(
+                &checkpoint,
+                "no checkpoint to resume from (expected model.safetensors there)",
+            ));
+        }
+        if !resuming {
+            match &config.base {
+                Some(base) => folder::copy_base(base, &out)?,
+                None => folder::write_new(&out, &config)?,
+            }
+        }
+        let dir = ModelDir::open(&out)?;
+        let qconfig = Qwen2VlConfig::from_json(&dir.config()?)
+            .map_err(|message| Error::Config { path: dir.path("config.json"), message })?;
+        let template = ChatTemplate::new(
+            dir.chat_template()?.ok_or_else(|| Error::Template("the model folder has no chat template".into()))?,
+        )?;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model =
+            Qwen2Vl::build(qconfig, Qwen2VlProcessor::load(&dir)?, TextTokenizer::load(&dir)?, vb, &Layout::V5)?;
+        if resuming {
+            load_into(&varmap, &[checkpoint.join("model.safetensors")])?;
+        } else if let Some(base) = &config.base {
+            load_into(&varmap, &ModelDir::open(base)?.weight_files()?)?;
+        } else {
+            init_weights(&varmap, config.seed)?;
+        }
+        let mut vars: Vec<(String, Var)> =
+            varmap.data().lock().expect("var map lock").iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut optimizer = AdamW::new(vars)?;
+        if resuming {
+            optimizer.load(&checkpoint.join("optimizer.safetensors"))?;
+        }
+        Ok(Self { config, model, varmap, template, optimizer, out })
+    }
+
+    pub fn step(&self) -> usize {
+        self.optimizer.step
+    }
+
+    pub fn parameters(&self) -> usize {
+        self.varmap.all_vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Summed cross-entropy over the answer tokens of `samples`, and their count.
+    fn loss(&self, samples: &[Sample]) -> Result<(Tensor, usize)> {
+        let mut total: Option<Tensor> = None;
+        let mut count = 0;
+        for s in samples {
+            let logits = self.model.logits_at(&s.prepared, &s.positions)?;
+            let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
+            let ce = (candle_nn::loss::cross_entropy(&logits, &targets)? * s.targets.len() as f64)?;
+            count += s.targets.len();
+            total = Some(match total {
+                Some(t) => (t + ce)?,
+                None => ce,
+            });
+        }
+        Ok((total.ok_or_else(|| Error::Invalid("empty batch".into()))?, count))
+    }
+
+    fn samples(&self, generator: &mut Generator, n: usize) -> Result<Vec<Sample>> {
+        (0..n).map(|_| sample(&self.model, &self.template, &generator.mixed())).collect()
+    }
+
+    /// Mean loss on held-out examples (a seed no training step uses).
+    pub fn eval_loss(&self) -> Result<f32> {
+        let mut g = Generator::new(self.config.seed ^ 0x5EED_0F_E7A1, self.config.data.clone());
+        let samples = self.samples(&mut g, self.config.optim.eval_examples.max(1))?;
+        let (sum, n) = self.loss(&samples)?;
+        Ok(sum.to_scalar::<f32>()? / n as f32)
+    }
+
+    /// Trains to `optim.steps`, calling `report` after every step. Returns the model folder.
+    pub fn run(&mut self, report: &mut dyn FnMut(&Progress)) -> Result<PathBuf> {
+        let o = self.config.optim.clone();
+        let start = Instant::now();
+        let first = self.optimizer.step;
+        let mut tokens = 0usize;
+        while self.optimizer.step < o.steps {
+            let step = self.optimizer.step;
+            let samples = self.samples(&mut generator(&self.config, step as u64), o.batch_size)?;
+            tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
+            let (sum, n) = self.loss(&samples)?;
+            let loss = (sum / n as f64)?;
+            let mut grads = loss.backward()?;
+            let grad_norm = self.optimizer.clip(&mut grads, o.grad_clip)?;
+            let lr = learning_rate(&o, step);
+            self.optimizer.apply(&grads, &o, lr)?;
+            let done = self.optimizer.step;
+            let eval_loss = if o.eval_every > 0 && done % o.eval_every == 0 { Some(self.eval_loss()?) } else { None };
+            if o.checkpoint_every > 0 && done % o.checkpoint_every == 0 && done < o.steps {
+                self.checkpoint()?;
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            let rate = (done - first) as f64 / elapsed.max(1e-9);
+            report(&Progress {
+                step: done,
+                steps: o.steps,
+                loss: loss.to_scalar::<f32>()?,
+                lr,
+                grad_norm,
+                tokens_per_sec: tokens as f64 / elapsed.max(1e-9),
+                eta_secs: (o.steps - done) as f64 / rate.max(1e-9),
+                eval_loss,
+            });
+        }
+        self.checkpoint()?;
+        let weights = self.out.join("model.safetensors");
+        self.varmap.save(&weights)?;
+        Ok(self.out.clone())
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let dir = self.out.join("checkpoint");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::model_file(&dir, e))?;
+        self.varmap.save(dir.join("model.safetensors"))?;
+        self.optimizer.save(&dir.join("optimizer.safetensors"))?;
+        Ok(())
+    }
+}
+
+/// Sets every variable from the tensors of the same name in `files` (a base model or a
+/// checkpoint); a variable the files lack is an error that names it.
+fn load_into(varmap: &VarMap, files: &[PathBuf]) -> Result<()> {
+    let index = WeightIndex::read(files.to_vec())?;
+    let vb = index.var_builder(DType::F32, &Device::Cpu, None)?;
+    let dir = files.first().and_then(|f| f.parent()).unwrap_or(Path::new("."));
+    for (name, var) in varmap.data().lock().expect("var map lock").iter() {
+        let t = vb.get(var.shape(), name).map_err(|e| Error::weights(dir, &e))?;
+        var.set(&t)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(out: &Path, steps: usize) -> TrainConfig {
+        let mut c = TrainConfig { out: out.to_path_buf(), seed: 3, ..Default::default() };
+        c.model = super::super::config::ModelShape {
+            vocab_size: 400,
+            vision_depth: 1,
+            vision_width: 32,
+            vision_heads: 2,
+            text_layers: 1,
+            text_hidden: 64,
+            text_heads: 4,
+            text_kv_heads: 2,
+            text_intermediate: 128,
+            min_pixels: 28 * 28,
+            max_pixels: 56 * 56,
+            ..Default::default()
+        };
+        c.data.max_side = 160;
+        c.optim.steps = steps;
+        c.optim.batch_size = 2;
+        c.optim.lr = 3e-3;
+        c.optim.warmup_steps = 2;
+        c.optim.eval_every = 0;
+        c.optim.checkpoint_every = 0;
+        c
+    }
+
+    #[test]
+    fn loss_falls_runs_resume_and_the_folder_loads() {
+        let out = std::env::temp_dir().join(format!("ocular-train-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut trainer = Trainer::new(tiny(&out, 12), false).unwrap();
+        let before = trainer.eval_loss().unwrap();
+        trainer.run(&mut |_| {}).unwrap();
+        let after = trainer.eval_loss().unwrap();
+        assert!(after < before * 0.9, "held-out loss {before} -> {after}");
+
+        // Resuming continues from the checkpoint's step and reaches the new end.
+        let mut resumed = Trainer::new(tiny(&out, 14), true).unwrap();
+        assert_eq!(resumed.step(), 12);
+        let mut steps = vec![];
+        resumed.run(&mut |p| steps.push(p.step)).unwrap();
+        assert_eq!(steps, vec![13, 14]);
+
+        // The folder is a normal model folder.
+        let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
+        assert_eq!(pipeline.model.info().family, "qwen2_vl");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
