@@ -15,6 +15,7 @@ pub mod load;
 pub mod models;
 pub mod nn;
 pub mod prompt;
+pub mod rng;
 pub mod text;
 pub mod train;
 pub mod vision;

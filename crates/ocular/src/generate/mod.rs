@@ -22,7 +22,6 @@
 
 pub mod config;
 mod logits;
-pub mod rng;
 pub mod sampler;
 pub mod stop;
 pub mod stream;
@@ -30,8 +29,8 @@ pub mod streaming;
 #[cfg(test)]
 mod test_tokenizers;
 
+pub use crate::rng::Rng;
 pub use config::{eos_ids_from_model_config, GenerationConfig};
-pub use rng::Rng;
 pub use sampler::{Sampler, SamplingParams};
 pub use stop::{FinishReason, StopChecker, StopRules};
 pub use stream::TextStream;

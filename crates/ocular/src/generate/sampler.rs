@@ -5,8 +5,8 @@
 
 use super::config::GenerationConfig;
 use super::logits::{apply_repetition_penalty, argmax, min_p_keep, softmax, top_k_filter, top_p_keep};
-use super::rng::Rng;
 use super::GenerateError;
+use crate::rng::Rng;
 
 /// How to choose tokens. The "off" values leave the distribution untouched.
 #[derive(Debug, Clone, PartialEq)]

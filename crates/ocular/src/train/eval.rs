@@ -149,12 +149,10 @@ pub fn examples_per_task(n: usize) -> Result<Vec<usize>> {
 /// Each task's generator seed. Its high 32 bits are never all zero for a seed below 2^32, so
 /// evaluation never replays a generator a training run seeded with such a number.
 fn task_seed(seed: u64, task: usize) -> u64 {
-    // Hashed with a tag of its own, so evaluation never replays the generators training draws
+    // Hashed under a tag of its own, so evaluation never replays the generators training draws
     // from (the trainer seeds them with seed * golden ratio + step).
-    let mut z = (seed ^ 0x6576_616C_5F73_6565).wrapping_add((task as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let mut state = (seed ^ 0x6576_616C_5F73_6565).wrapping_add((task as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    crate::rng::splitmix64(&mut state)
 }
 
 #[derive(Default)]

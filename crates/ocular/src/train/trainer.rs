@@ -19,6 +19,7 @@ use crate::models::qwen2_vl::config::Qwen2VlConfig;
 use crate::models::qwen2_vl::processor::Qwen2VlProcessor;
 use crate::models::qwen2_vl::{Layout, Qwen2Vl};
 use crate::prompt::{ChatTemplate, TextTokenizer};
+use crate::rng::splitmix64;
 
 /// What the loop reports after each step.
 #[derive(Debug, Clone)]
@@ -51,13 +52,7 @@ fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
         } else {
             let mut state =
                 name.bytes().fold(seed ^ 0xA076_1D64_78BD_642F, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
-            let mut uniform = || {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-            };
+            let mut uniform = || (splitmix64(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
             // Box-Muller.
             (0..n)
                 .map(|_| {

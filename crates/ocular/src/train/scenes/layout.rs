@@ -6,9 +6,9 @@
 use ::image::RgbImage;
 
 use super::render::{draw_object, inside_unit, random_background, render_background, unit_bbox, Background};
-use super::rng::Rng;
 use super::vocab::{Colour, Shape, Size};
 use super::SceneConfig;
+use crate::rng::Rng;
 
 /// One shape on the canvas. `radius` scales the unit outline (see `render`); `centre` is the
 /// outline's origin: the centroid, which lies inside every shape.

@@ -19,7 +19,6 @@
 mod layout;
 mod phrasing;
 mod render;
-mod rng;
 #[cfg(test)]
 mod task_tests;
 mod tasks;
@@ -30,9 +29,9 @@ mod vocab;
 use ::image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+pub use crate::rng::Rng;
 pub use layout::{relation_answer, scene, Object, Relation, Scene};
 pub use render::{Background, StripeDir};
-pub use rng::Rng;
 pub use tasks::{caption_text, Generator};
 pub use vocab::{Colour, Direction, Shape, Size};
 

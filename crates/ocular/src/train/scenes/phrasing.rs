@@ -7,7 +7,7 @@
 //! shape ("circles").
 
 use super::layout::Relation;
-use super::rng::Rng;
+use crate::rng::Rng;
 
 const CAPTION: &[&str] = &[
     "Describe the image.",

@@ -9,8 +9,8 @@
 use ::image::{Rgb, RgbImage};
 
 use super::layout::Object;
-use super::rng::{splitmix64, Rng};
 use super::vocab::Shape;
+use crate::rng::{splitmix64, Rng};
 
 /// Square, half-side 0.85: a little smaller than the circle's bounding box so areas look alike.
 const SQUARE: [[f32; 2]; 4] = [[-0.85, -0.85], [0.85, -0.85], [0.85, 0.85], [-0.85, 0.85]];

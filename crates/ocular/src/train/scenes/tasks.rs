@@ -8,9 +8,9 @@ use ::image::RgbImage;
 use super::layout::{self, relation_answer, scene_with, Object, Relation, Scene, EDGE};
 use super::phrasing as say;
 use super::render::{draw_object, random_background, render_background, unit_bbox};
-use super::rng::Rng;
 use super::vocab::{Colour, Direction, Shape};
 use super::{box_answer, Example, SceneConfig, Task};
+use crate::rng::Rng;
 
 /// Fixed mixture for [`Generator::mixed`], in [`Task::ALL`] order: the spatial tasks weigh
 /// most because they are what a small model learns last.
