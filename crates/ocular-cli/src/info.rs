@@ -28,15 +28,15 @@ pub fn main(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    println!("family:      {}", info.family);
-    println!("model_type:  {}", info.model_type);
-    println!("dtype:       {:?}", info.dtype);
-    println!("device:      {}", info.device);
+    println!("family:         {}", info.family);
+    println!("model_type:     {}", info.model_type);
+    println!("dtype:          {:?}", info.dtype);
+    println!("device:         {}", info.device);
     for (part, n) in &info.parameters {
-        println!("{:<13}{:>14} parameters", format!("{part}:"), fmt_count(*n));
+        println!("{:<16}{:>14} parameters", format!("{part}:"), fmt_count(*n));
     }
-    println!("{:<13}{:>14} parameters", "total:", fmt_count(info.total_parameters()));
-    println!("memory:      {:.1} MiB of weights", info.weight_bytes() as f64 / (1024.0 * 1024.0));
+    println!("{:<16}{:>14} parameters", "total:", fmt_count(info.total_parameters()));
+    println!("memory:         {:.1} MiB of weights", info.weight_bytes() as f64 / (1024.0 * 1024.0));
     Ok(())
 }
 
