@@ -1,37 +1,17 @@
 //! The `ocular` binary end to end: answers equal to transformers' on a fixture, the logits
 //! contract, and a one-line error with exit code 1 (2 for usage) for each kind of bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
+use common::{expect_error, ocular, stderr, stdout};
+
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llava").join(case)
-}
-
-fn ocular(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ocular")).args(args).output().expect("run ocular")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Fails with the binary's own words when it did not exit with `code`.
-fn expect_error(o: &Output, code: i32, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    // One line says it all (clap adds a usage hint after its line).
-    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
-    for n in needles {
-        assert!(line.contains(n), "error line {line:?} should mention {n:?}");
-    }
+    common::fixture("llava", case)
 }
 
 /// A scratch copy of a fixture model folder, to break in one way.
@@ -68,7 +48,7 @@ impl Drop for Scratch {
 }
 
 fn case_json(case: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(case).join("case.json")).unwrap()).unwrap()
+    common::case_json("llava", case)
 }
 
 #[test]

@@ -1,20 +1,16 @@
 //! `ocular eval` on the tiny Qwen2-VL fixture (random weights, so the scores are near 0): the
 //! JSON report's shape, the table, and the usage errors.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
 const TASKS: [&str; 7] = ["caption", "attribute", "count", "relation", "grounding", "multi_image", "video"];
 
-fn model() -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2_vl/image_upscaled/model");
-    dir.to_str().unwrap().to_string()
-}
+mod common;
 
-fn ocular(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ocular")).args(args).output().expect("run ocular")
+use common::ocular;
+
+fn model() -> String {
+    common::fixture("qwen2_vl", "image_upscaled").join("model").to_str().unwrap().to_string()
 }
 
 fn in_unit_interval(v: &Value) -> bool {

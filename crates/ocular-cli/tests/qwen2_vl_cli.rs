@@ -2,30 +2,24 @@
 //! video, and one-line errors for the bad media a user can give.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
+mod common;
+
+use common::{ocular, scratch};
+
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2_vl").join(case)
-}
-
-fn ocular(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ocular")).args(args).output().expect("run ocular")
-}
-
-fn case_json(case: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(case).join("case.json")).unwrap()).unwrap()
+    common::fixture("qwen2_vl", case)
 }
 
 fn expect_error(o: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
-    for n in needles {
-        assert!(line.contains(n), "error line {line:?} should mention {n:?}");
-    }
+    common::expect_error(o, 1, needles)
+}
+
+fn case_json(case: &str) -> Value {
+    common::case_json("qwen2_vl", case)
 }
 
 /// The question of a one-turn fixture conversation.
@@ -36,14 +30,6 @@ fn question(meta: &Value) -> String {
 
 fn model(case: &str) -> String {
     fixture(case).join("model").to_str().unwrap().to_string()
-}
-
-/// A scratch folder for this test's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ocular-qwen-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
