@@ -8,7 +8,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{expect_error, ocular, stderr, stdout};
+use common::{expect_error, ocular, stderr, stdout, text_of};
 
 fn fixture(case: &str) -> PathBuf {
     common::fixture("llava", case)
@@ -56,12 +56,6 @@ fn run_prints_the_same_greedy_text_as_transformers() {
     let dir = fixture("one_image");
     let meta = case_json("one_image");
     // The fixture's conversation: a system message, then one image and a question.
-    let text_of = |m: &Value| {
-        m["content"].as_array().unwrap().iter().find(|p| p["type"] == "text").unwrap()["text"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     let (system, question) = (text_of(&meta["chat_messages"][0]), text_of(&meta["chat_messages"][1]));
     let out = ocular(&[
         "run",
@@ -273,12 +267,6 @@ fn half_precision_runs_and_bf16_on_cpu_is_refused_clearly() {
 fn chat_keeps_the_conversation_and_survives_a_bad_image() {
     let dir = fixture("one_image");
     let meta = case_json("one_image");
-    let text_of = |m: &Value| {
-        m["content"].as_array().unwrap().iter().find(|p| p["type"] == "text").unwrap()["text"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     let (system, question) = (text_of(&meta["chat_messages"][0]), text_of(&meta["chat_messages"][1]));
     let input =
         format!("/image /nonexistent.png\n/image {}\n{question}\nAnd then?\n/exit\n", dir.join("img0.png").display());

@@ -22,54 +22,28 @@ fn case_json(case: &str) -> Value {
     common::case_json("qwen2_vl", case)
 }
 
-/// The question of a one-turn fixture conversation.
-fn question(meta: &Value) -> String {
-    let turn = &meta["chat_messages"][0]["content"];
-    turn.as_array().unwrap().iter().find(|p| p["type"] == "text").unwrap()["text"].as_str().unwrap().to_string()
-}
-
 fn model(case: &str) -> String {
     fixture(case).join("model").to_str().unwrap().to_string()
 }
 
-#[test]
-fn run_answers_about_an_image_as_transformers_does() {
-    let meta = case_json("image_upscaled");
-    let img = fixture("image_upscaled").join("img0.png");
-    let out = ocular(&[
-        "run",
-        "-q",
-        "--greedy",
-        "--max-new-tokens",
-        "16",
-        "--model",
-        &model("image_upscaled"),
-        "--image",
-        img.to_str().unwrap(),
-        &question(&meta),
-    ]);
+/// `ocular run` on a one-turn fixture prints transformers' greedy answer.
+fn run_matches_transformers(case: &str, media_flag: &str, media: &Path) {
+    let meta = case_json(case);
+    let question = common::text_of(&meta["chat_messages"][0]);
+    let args = ["run", "-q", "--greedy", "--max-new-tokens", "16", "--model", &model(case)];
+    let out = ocular(&[&args[..], &[media_flag, media.to_str().unwrap(), &question]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", meta["chat_greedy_text"].as_str().unwrap()));
 }
 
 #[test]
+fn run_answers_about_an_image_as_transformers_does() {
+    run_matches_transformers("image_upscaled", "--image", &fixture("image_upscaled").join("img0.png"));
+}
+
+#[test]
 fn run_watches_a_folder_of_frames_as_transformers_does() {
-    let meta = case_json("video");
-    let frames = fixture("video");
-    let out = ocular(&[
-        "run",
-        "-q",
-        "--greedy",
-        "--max-new-tokens",
-        "16",
-        "--model",
-        &model("video"),
-        "--video",
-        frames.to_str().unwrap(),
-        &question(&meta),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", meta["chat_greedy_text"].as_str().unwrap()));
+    run_matches_transformers("video", "--video", &fixture("video"));
 }
 
 #[test]
@@ -204,7 +178,7 @@ fn run_json_reports_text_boxes_and_usage() {
         &model("image_upscaled"),
         "--image",
         img.to_str().unwrap(),
-        &question(&meta),
+        &common::text_of(&meta["chat_messages"][0]),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -44,3 +44,9 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The text part of a fixture's chat message.
+pub fn text_of(message: &serde_json::Value) -> String {
+    let parts = message["content"].as_array().unwrap();
+    parts.iter().find(|p| p["type"] == "text").unwrap()["text"].as_str().unwrap().to_string()
+}
