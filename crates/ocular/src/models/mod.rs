@@ -14,6 +14,7 @@ use crate::prompt::TextTokenizer;
 use crate::text::KvCache;
 
 /// A prompt ready for the model: token ids (placeholders expanded) and the media tensors.
+#[derive(Clone)]
 pub struct Prepared {
     pub ids: Vec<u32>,
     pub media: Vec<MediaInput>,
@@ -45,6 +46,7 @@ pub enum MediaKind {
 }
 
 /// One preprocessed image (or video), in the layout its family's encoder takes.
+#[derive(Clone)]
 pub struct MediaInput {
     pub pixels: Tensor,
     /// (time, height, width) in patches.

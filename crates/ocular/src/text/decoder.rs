@@ -216,9 +216,25 @@ impl CausalDecoder {
         let seq = embeds.dim(1)?;
         let offset = cache.seq_len();
         let mask = if seq > 1 { Some(causal_mask(seq, offset, embeds.device())?) } else { None };
+        self.run_layers(embeds, rot, mask.as_ref(), cache)
+    }
+
+    /// Like [`Self::hidden_states`] from an empty cache, with the caller's (seq, seq) additive
+    /// mask in place of the causal one (training packs several sequences into one).
+    pub fn hidden_states_masked(&self, embeds: &Tensor, rot: &Rotation, mask: &Tensor) -> Result<Tensor> {
+        self.run_layers(embeds, rot, Some(mask), &mut self.new_cache())
+    }
+
+    fn run_layers(
+        &self,
+        embeds: &Tensor,
+        rot: &Rotation,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let mut x = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, rot, mask.as_ref(), (cache, i))?;
+            x = layer.forward(&x, rot, mask, (cache, i))?;
         }
         self.norm.forward(&x)
     }

@@ -1,17 +1,30 @@
-//! From a scene example to what the model trains on: the conversation rendered with the chat
-//! template, the prompt prepared exactly as at inference time, and the answer's tokens (with the
-//! closing `<|im_end|>`, so the model learns to stop) as targets. Only answer tokens are scored.
+//! From scene examples to what the model trains on. Each example is rendered with the chat
+//! template and prepared exactly as at inference time, with the answer's tokens (through the
+//! closing `<|im_end|>`, so the model learns to stop) as targets; only answer tokens are scored.
+//!
+//! Examples about the same media are packed into one sequence: the shared prefix (the image
+//! and the template around it) once, then each example's own tokens, each attending to the
+//! prefix and to itself only, at the positions it would have alone. The vision tower runs once
+//! for several answers, and every answer is trained exactly as if it were asked by itself.
+
+use candle_core::{Device, Tensor};
 
 use super::scenes::Example;
 use crate::error::{Error, Result};
 use crate::image::Video;
+use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::{Media, Prepared, VisionLanguageModel};
 use crate::prompt::{ChatTemplate, Message};
 
 pub struct Sample {
+    /// The packed ids (shared prefix, then each branch) with the media of the prefix.
     pub prepared: Prepared,
-    /// Positions whose next token is scored, and those tokens.
-    pub positions: Vec<u32>,
+    /// M-RoPE positions of every packed token.
+    pub positions: Vec<[i64; 3]>,
+    /// (seq, seq) additive attention mask.
+    pub mask: Tensor,
+    /// Rows whose next token is scored, and those tokens.
+    pub rows: Vec<u32>,
     pub targets: Vec<u32>,
 }
 
@@ -34,22 +47,86 @@ pub fn user_message(example: &Example) -> Message {
     Message::user_with_media(&example.question, example.images.len(), usize::from(example.video.is_some()))
 }
 
-pub fn sample(model: &dyn VisionLanguageModel, template: &ChatTemplate, example: &Example) -> Result<Sample> {
+/// One example alone: its prompt and answer ids, and where the answer starts.
+struct Single {
+    prepared: Prepared,
+    answer_start: usize,
+}
+
+fn single(model: &Qwen2Vl, template: &ChatTemplate, example: &Example, media: &Media) -> Result<Single> {
     let user = user_message(example);
     let prompt = template.render(std::slice::from_ref(&user), true, None, None)?;
     let full = template.render(&[user, Message::assistant(&example.answer)], false, None, None)?;
     let answer_text = full
         .strip_prefix(&prompt)
         .ok_or_else(|| Error::Template("the rendered answer does not extend the rendered prompt".into()))?;
-    let mut prepared = model.prepare(&prompt, &media(example), false)?;
+    let mut prepared = model.prepare(&prompt, media, false)?;
     let tokenizer = model.tokenizer();
     let end = tokenizer.token_id("<|im_end|>").ok_or_else(|| Error::Tokenizer("no <|im_end|> token".into()))?;
     let mut answer = tokenizer.encode(answer_text, false)?;
     // Score through the closing <|im_end|>; what the template adds after it is not the answer.
     let stop = answer.iter().position(|&t| t == end).map(|i| i + 1).unwrap_or(answer.len());
     answer.truncate(stop);
-    let start = prepared.ids.len();
+    let answer_start = prepared.ids.len();
     prepared.ids.extend_from_slice(&answer);
-    let positions = (start..start + answer.len()).map(|p| p as u32 - 1).collect();
-    Ok(Sample { prepared, positions, targets: answer })
+    Ok(Single { prepared, answer_start })
+}
+
+/// Packs `group` (examples sharing the same media, as [`super::scenes::Generator::group`]
+/// makes them) into one training sequence.
+pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Result<Sample> {
+    let first = group.first().ok_or_else(|| Error::Invalid("empty example group".into()))?;
+    let media = media(first);
+    let singles: Vec<Single> = group.iter().map(|e| single(model, template, e, &media)).collect::<Result<_>>()?;
+    // The shared prefix stops before any branch's first scored row.
+    let mut prefix = singles.iter().map(|s| s.answer_start - 1).min().unwrap_or(0);
+    for s in &singles[1..] {
+        prefix = prefix.min(common_prefix(&singles[0].prepared.ids, &s.prepared.ids));
+    }
+    let mut ids = singles[0].prepared.ids[..prefix].to_vec();
+    let mut positions = model.position_ids(&singles[0].prepared)?.0[..prefix].to_vec();
+    let (mut rows, mut targets, mut branches) = (vec![], vec![], vec![]);
+    for s in &singles {
+        let start = ids.len();
+        let own = &s.prepared.ids;
+        ids.extend_from_slice(&own[prefix..]);
+        positions.extend_from_slice(&model.position_ids(&s.prepared)?.0[prefix..]);
+        for i in s.answer_start..own.len() {
+            rows.push((start + i - 1 - prefix) as u32);
+            targets.push(own[i]);
+        }
+        branches.push(start..ids.len());
+    }
+    let mask = branch_mask(ids.len(), prefix, &branches, model.device())?;
+    let media_inputs = singles.into_iter().next().map(|s| s.prepared.media).unwrap_or_default();
+    Ok(Sample { prepared: Prepared { ids, media: media_inputs }, positions, mask, rows, targets })
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Causal within the prefix and within each branch; a branch also sees the whole prefix.
+fn branch_mask(len: usize, prefix: usize, branches: &[std::ops::Range<usize>], device: &Device) -> Result<Tensor> {
+    let mut mask = vec![f32::NEG_INFINITY; len * len];
+    for q in 0..len {
+        let own = branches.iter().find(|b| b.contains(&q)).map_or(0, |b| b.start);
+        for k in (0..=q).filter(|&k| k < prefix || k >= own) {
+            mask[q * len + k] = 0.0;
+        }
+    }
+    Ok(Tensor::from_vec(mask, (len, len), device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branches_see_the_prefix_and_themselves() {
+        let m = branch_mask(6, 2, &[2..4, 4..6], &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let seen: Vec<Vec<usize>> =
+            m.iter().map(|row| row.iter().enumerate().filter(|(_, v)| **v == 0.0).map(|(k, _)| k).collect()).collect();
+        assert_eq!(seen, vec![vec![0], vec![0, 1], vec![0, 1, 2], vec![0, 1, 2, 3], vec![0, 1, 4], vec![0, 1, 4, 5]]);
+    }
 }

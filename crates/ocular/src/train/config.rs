@@ -46,8 +46,10 @@ pub struct ModelShape {
 #[serde(default, deny_unknown_fields)]
 pub struct Optim {
     pub steps: usize,
-    /// Examples per optimiser step (gradients accumulated one example at a time).
+    /// Images (or image pairs, or videos) per optimiser step.
     pub batch_size: usize,
+    /// Questions asked about each image; their answers share one pass over the image.
+    pub questions_per_image: usize,
     pub lr: f64,
     /// The cosine schedule ends at `lr * min_lr_ratio`.
     pub min_lr_ratio: f64,
@@ -103,6 +105,7 @@ impl Default for Optim {
         Self {
             steps: 1000,
             batch_size: 8,
+            questions_per_image: 4,
             lr: 1e-3,
             min_lr_ratio: 0.1,
             warmup_steps: 50,

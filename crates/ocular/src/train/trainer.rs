@@ -135,7 +135,7 @@ impl Trainer {
         let mut total: Option<Tensor> = None;
         let mut count = 0;
         for s in samples {
-            let logits = self.model.logits_at(&s.prepared, &s.positions)?;
+            let logits = self.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows)?;
             let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
             let ce = (candle_nn::loss::cross_entropy(&logits, &targets)? * s.targets.len() as f64)?;
             count += s.targets.len();
@@ -147,8 +147,10 @@ impl Trainer {
         Ok((total.ok_or_else(|| Error::Invalid("empty batch".into()))?, count))
     }
 
+    /// `n` packed groups of examples about shared media.
     fn samples(&self, generator: &mut Generator, n: usize) -> Result<Vec<Sample>> {
-        (0..n).map(|_| sample(&self.model, &self.template, &generator.mixed())).collect()
+        let questions = self.config.optim.questions_per_image.max(1);
+        (0..n).map(|_| sample(&self.model, &self.template, &generator.group(questions))).collect()
     }
 
     /// Mean loss on held-out examples (a seed no training step uses).
@@ -249,6 +251,47 @@ mod tests {
         c.optim.eval_every = 0;
         c.optim.checkpoint_every = 0;
         c
+    }
+
+    #[test]
+    fn packed_answers_score_as_if_asked_alone() {
+        use crate::models::VisionLanguageModel;
+        let out = std::env::temp_dir().join(format!("ocular-pack-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let trainer = Trainer::new(tiny(&out, 1), false).unwrap();
+        let (model, template) = (&trainer.model, &trainer.template);
+        let mut gen = Generator::new(11, trainer.config.data.clone());
+        let mut checked = 0;
+        for _ in 0..6 {
+            let group = gen.group(4);
+            let packed = sample(model, template, &group).unwrap();
+            let logits = |s: &Sample| model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows).unwrap();
+            let together = logits(&packed).to_vec2::<f32>().unwrap();
+            let (mut alone, mut alone_len) = (Vec::new(), 0);
+            for example in &group {
+                let one = sample(model, template, std::slice::from_ref(example)).unwrap();
+                alone.extend(logits(&one).to_vec2::<f32>().unwrap());
+                alone_len += one.prepared.ids.len();
+                // The first scored row is what inference predicts after the prompt.
+                let start = one.rows[0] as usize + 1;
+                let mut prompt = one.prepared.clone();
+                prompt.ids.truncate(start);
+                let inferred = model.prefill(&prompt, &mut model.new_state()).unwrap().to_vec1::<f32>().unwrap();
+                let trained = logits(&one).to_vec2::<f32>().unwrap().remove(0);
+                let gap = inferred.iter().zip(&trained).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(gap < 1e-4, "training and inference disagree by {gap}");
+            }
+            assert_eq!(packed.targets.len(), alone.len());
+            let gap =
+                together.iter().flatten().zip(alone.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(gap < 1e-4, "packed and alone differ by {gap} for {} questions", group.len());
+            checked += group.len();
+            if group.len() > 1 {
+                assert!(packed.prepared.ids.len() < alone_len, "packing saved nothing");
+            }
+        }
+        assert!(checked >= 12, "groups held only {checked} questions");
+        let _ = std::fs::remove_dir_all(&out);
     }
 
     #[test]

@@ -130,19 +130,36 @@ impl Qwen2Vl {
         &self.config
     }
 
-    /// Training: f32 logits (positions, vocab) at the given positions of a prepared prompt,
-    /// each predicting the token after it.
-    pub fn logits_at(&self, input: &Prepared, positions: &[u32]) -> Result<Tensor> {
-        let mut state = self.new_state();
-        let (embeds, rotation, _) = self.embed_prompt(input, &state)?;
-        let hidden = self.language_model.hidden_states(&embeds, &rotation, &mut state.cache)?.squeeze(0)?;
-        let rows = hidden.index_select(&Tensor::new(positions, &self.device)?, 0)?;
+    /// Training: f32 logits (rows, vocab) at `rows` of a packed sequence, each predicting the
+    /// token after it. The caller gives the M-RoPE positions and the (seq, seq) additive
+    /// attention mask: `train::batch` packs several answers about one image after a single copy
+    /// of it, each answer seeing the shared prefix and itself only.
+    pub fn logits_packed(
+        &self,
+        input: &Prepared,
+        positions: &[[i64; 3]],
+        mask: &Tensor,
+        rows: &[u32],
+    ) -> Result<Tensor> {
+        let embeds = self.embed_tokens_and_media(input)?;
+        let rotation = self.rotation(positions)?;
+        let hidden = self.language_model.hidden_states_masked(&embeds, &rotation, mask)?.squeeze(0)?;
+        let rows = hidden.index_select(&Tensor::new(rows, &self.device)?, 0)?;
         Ok(self.language_model.logits(&rows)?)
     }
 
     /// The prompt's embeddings with the media spliced in, its M-RoPE rotation after what
     /// `state` has seen, and the position delta later tokens carry.
     fn embed_prompt(&self, input: &Prepared, state: &DecodeState) -> Result<(Tensor, Rotation, i64)> {
+        let embeds = self.embed_tokens_and_media(input)?;
+        let (positions, delta) = self.position_ids(input)?;
+        let positions: Vec<[i64; 3]> = positions.iter().map(|p| p.map(|v| v + state.next_position)).collect();
+        Ok((embeds, self.rotation(&positions)?, delta))
+    }
+
+    /// Token embeddings (1, seq, hidden) with each image and video placeholder replaced by
+    /// its vision features.
+    fn embed_tokens_and_media(&self, input: &Prepared) -> Result<Tensor> {
         if input.ids.is_empty() {
             return Err(Error::Invalid("the prompt is empty: no tokens to run".into()));
         }
@@ -156,10 +173,11 @@ impl Qwen2Vl {
             features.push((self.config.video_token_id, self.encode(&videos)?));
         }
         let text = self.language_model.embed(&Tensor::new(input.ids.as_slice(), &self.device)?)?;
-        let embeds = splice(&text, &input.ids, &features, &self.device)?;
-        let (positions, delta) = self.position_ids(input)?;
-        let positions: Vec<[i64; 3]> = positions.iter().map(|p| p.map(|v| v + state.next_position)).collect();
-        Ok((embeds, self.rotation(&positions)?, delta))
+        splice(&text, &input.ids, &features, &self.device)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     pub fn processor(&self) -> &Qwen2VlProcessor {

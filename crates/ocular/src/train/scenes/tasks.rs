@@ -51,6 +51,91 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// Up to `questions` examples about the same media (one scene, a pair, or one video), for
+    /// training: the media is encoded once and every answer is scored (see `train::batch`).
+    /// Tasks and scenes follow the same builders as [`Generator::example`].
+    pub fn group(&mut self, questions: usize) -> Vec<Example> {
+        let rng = &mut self.rng;
+        let config = &self.config;
+        let built = match rng.weighted(&GROUP_WEIGHTS) {
+            0 => {
+                let need = if rng.chance(0.5) { 3 } else { 1 };
+                let scene = scene_needing(rng, config, need);
+                let asks: [(Task, AskFn); 5] = [
+                    (Task::Caption, ask_caption),
+                    (Task::Attribute, ask_attribute),
+                    (Task::Count, ask_count),
+                    (Task::Relation, ask_relation),
+                    (Task::Grounding, ask_grounding),
+                ];
+                let mut out: Vec<Built> = Vec::new();
+                for _ in 0..questions * 3 {
+                    let (task, ask) = asks[rng.weighted(&MIX_WEIGHTS[..5])];
+                    if let Some(q) = ask(rng, &scene) {
+                        let b = Built::new(task, vec![scene.clone()], q.question, q.answer);
+                        out.push(Built { target_box: q.target_box, ..b });
+                    }
+                    dedup_questions(&mut out);
+                    if out.len() == questions {
+                        break;
+                    }
+                }
+                out
+            }
+            1 => {
+                let (a, b) = (scene_needing(rng, config, 1), scene_needing(rng, config, 1));
+                let mut out: Vec<Built> = Vec::new();
+                for _ in 0..questions * 3 {
+                    let (kind, want_yes) = (rng.weighted(&[5, 2, 3]), rng.chance(0.5));
+                    if let Some(q) = ask_multi_image(rng, &a, &b, kind, want_yes) {
+                        out.push(Built::new(Task::MultiImage, vec![a.clone(), b.clone()], q.question, q.answer));
+                    }
+                    dedup_questions(&mut out);
+                    if out.len() == questions.min(3) {
+                        break;
+                    }
+                }
+                out
+            }
+            _ => {
+                // The same motion asked in two phrasings; the mover is the first object.
+                let first = video(rng, config);
+                let mover = first.scenes[0].objects[0].name();
+                let again = Built { question: say::direction(rng, &mover), ..first.clone() };
+                let mut out = vec![first, again];
+                dedup_questions(&mut out);
+                out
+            }
+        };
+        render_group(built)
+    }
+}
+
+/// Group kinds: one scene, a pair of scenes, a video.
+const GROUP_WEIGHTS: [u32; 3] = [10, 2, 2];
+
+fn dedup_questions(built: &mut Vec<Built>) {
+    let mut seen = std::collections::HashSet::new();
+    built.retain(|b| seen.insert(b.question.clone()));
+}
+
+/// Renders the shared media once.
+fn render_group(built: Vec<Built>) -> Vec<Example> {
+    let Some(first) = built.first() else { return Vec::new() };
+    let media = first.clone().render();
+    built
+        .into_iter()
+        .map(|b| Example {
+            question: b.question,
+            answer: b.answer,
+            target_box: b.target_box,
+            kind: b.kind,
+            ..media.clone()
+        })
+        .collect()
+}
+
 /// Endless: `generator.take(n)` is a dataset of `n` mixed examples.
 impl Iterator for Generator {
     type Item = Example;
@@ -141,60 +226,85 @@ pub fn caption_text(scene: &Scene) -> String {
     format!("{first}{}.", chars.as_str())
 }
 
-fn caption(rng: &mut Rng, config: &SceneConfig) -> Built {
+/// Draws scenes until `ask` poses a question about one.
+fn one_scene(rng: &mut Rng, config: &SceneConfig, task: Task, need: usize, ask: AskFn) -> Built {
     loop {
-        let scene = scene_needing(rng, config, 1);
-        // Left-to-right order must be visible: neighbours' centres at least this far apart.
-        let gap = 0.02 * scene.width as f32 + 2.0;
-        let mut xs: Vec<f32> = scene.objects.iter().map(|o| o.centre[0]).collect();
-        xs.sort_by(f32::total_cmp);
-        if xs.windows(2).all(|w| w[1] - w[0] >= gap) {
-            let answer = caption_text(&scene);
-            return Built::new(Task::Caption, vec![scene], say::caption(rng), answer);
+        let scene = scene_needing(rng, config, need);
+        if let Some(q) = ask(rng, &scene) {
+            return Built { target_box: q.target_box, ..Built::new(task, vec![scene], q.question, q.answer) };
         }
     }
 }
 
-fn attribute(rng: &mut Rng, config: &SceneConfig) -> Built {
-    loop {
-        let scene = scene_needing(rng, config, 1);
-        let objs = &scene.objects;
-        let (question, answer) = match rng.weighted(&[3, 3, 3, 1]) {
-            0 => {
-                // "What colour is the square?" needs exactly one square.
-                let unique: Vec<&Object> = objs.iter().filter(|o| scene.count_shape(o.shape) == 1).collect();
-                let Some(o) = pick_opt(rng, &unique) else { continue };
-                (say::colour_of(rng, o.shape.name()), o.colour.name().to_string())
-            }
-            1 => {
-                let unique: Vec<&Object> = objs.iter().filter(|o| scene.count_colour(o.colour) == 1).collect();
-                let Some(o) = pick_opt(rng, &unique) else { continue };
-                (say::shape_of(rng, o.colour.name()), o.shape.name().to_string())
-            }
-            2 => {
-                if rng.chance(0.5) {
-                    let o = rng.pick(objs);
-                    (say::exists(rng, &o.name()), "yes".to_string())
-                } else {
-                    // Mostly near misses (right colour or right shape), which need looking.
-                    let near = rng.chance(0.7);
-                    let absent: Vec<(Colour, Shape)> = Colour::ALL
-                        .iter()
-                        .flat_map(|&c| Shape::ALL.iter().map(move |&s| (c, s)))
-                        .filter(|&(c, s)| scene.find(c, s).is_none())
-                        .filter(|&(c, s)| !near || scene.count_colour(c) + scene.count_shape(s) > 0)
-                        .collect();
-                    let Some(&(c, s)) = pick_opt(rng, &absent) else { continue };
-                    (say::exists(rng, &format!("{} {}", c.name(), s.name())), "no".to_string())
-                }
-            }
-            _ => {
-                let o = rng.pick(objs);
-                (say::size_of(rng, &o.name()), o.size.name().to_string())
-            }
-        };
-        return Built::new(Task::Attribute, vec![scene], question, answer);
+/// A question about a given scene, when the scene allows a well-posed one.
+type AskFn = fn(&mut Rng, &Scene) -> Option<Asked>;
+
+pub(crate) struct Asked {
+    question: String,
+    answer: String,
+    target_box: Option<[f32; 4]>,
+}
+
+fn asked(question: String, answer: String) -> Option<Asked> {
+    Some(Asked { question, answer, target_box: None })
+}
+
+fn caption(rng: &mut Rng, config: &SceneConfig) -> Built {
+    one_scene(rng, config, Task::Caption, 1, ask_caption)
+}
+
+fn ask_caption(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
+    // Left-to-right order must be visible: neighbours' centres at least this far apart.
+    let gap = 0.02 * scene.width as f32 + 2.0;
+    let mut xs: Vec<f32> = scene.objects.iter().map(|o| o.centre[0]).collect();
+    xs.sort_by(f32::total_cmp);
+    if !xs.windows(2).all(|w| w[1] - w[0] >= gap) {
+        return None;
     }
+    asked(say::caption(rng), caption_text(scene))
+}
+
+fn attribute(rng: &mut Rng, config: &SceneConfig) -> Built {
+    one_scene(rng, config, Task::Attribute, 1, ask_attribute)
+}
+
+fn ask_attribute(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
+    let objs = &scene.objects;
+    let (question, answer) = match rng.weighted(&[3, 3, 3, 1]) {
+        0 => {
+            // "What colour is the square?" needs exactly one square.
+            let unique: Vec<&Object> = objs.iter().filter(|o| scene.count_shape(o.shape) == 1).collect();
+            let o = pick_opt(rng, &unique)?;
+            (say::colour_of(rng, o.shape.name()), o.colour.name().to_string())
+        }
+        1 => {
+            let unique: Vec<&Object> = objs.iter().filter(|o| scene.count_colour(o.colour) == 1).collect();
+            let o = pick_opt(rng, &unique)?;
+            (say::shape_of(rng, o.colour.name()), o.shape.name().to_string())
+        }
+        2 => {
+            if rng.chance(0.5) {
+                let o = rng.pick(objs);
+                (say::exists(rng, &o.name()), "yes".to_string())
+            } else {
+                // Mostly near misses (right colour or right shape), which need looking.
+                let near = rng.chance(0.7);
+                let absent: Vec<(Colour, Shape)> = Colour::ALL
+                    .iter()
+                    .flat_map(|&c| Shape::ALL.iter().map(move |&s| (c, s)))
+                    .filter(|&(c, s)| scene.find(c, s).is_none())
+                    .filter(|&(c, s)| !near || scene.count_colour(c) + scene.count_shape(s) > 0)
+                    .collect();
+                let &(c, s) = pick_opt(rng, &absent)?;
+                (say::exists(rng, &format!("{} {}", c.name(), s.name())), "no".to_string())
+            }
+        }
+        _ => {
+            let o = rng.pick(objs);
+            (say::size_of(rng, &o.name()), o.size.name().to_string())
+        }
+    };
+    asked(question, answer)
 }
 
 fn pick_opt<'a, T>(rng: &mut Rng, items: &'a [T]) -> Option<&'a T> {
@@ -221,19 +331,22 @@ fn some_colour(rng: &mut Rng, scenes: &[&Scene]) -> Colour {
 }
 
 fn count(rng: &mut Rng, config: &SceneConfig) -> Built {
-    let scene = scene_needing(rng, config, 1);
+    one_scene(rng, config, Task::Count, 1, ask_count)
+}
+
+fn ask_count(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
     let (question, n) = match rng.weighted(&[4, 4, 2]) {
         0 => (say::count_all(rng), scene.objects.len()),
         1 => {
-            let s = some_shape(rng, &[&scene]);
+            let s = some_shape(rng, &[scene]);
             (say::count_shape(rng, &s.plural()), scene.count_shape(s))
         }
         _ => {
-            let c = some_colour(rng, &[&scene]);
+            let c = some_colour(rng, &[scene]);
             (say::count_colour(rng, c.name()), scene.count_colour(c))
         }
     };
-    Built::new(Task::Count, vec![scene], question, n.to_string())
+    asked(question, n.to_string())
 }
 
 fn relation(rng: &mut Rng, config: &SceneConfig) -> Built {
@@ -242,56 +355,73 @@ fn relation(rng: &mut Rng, config: &SceneConfig) -> Built {
     let rel = *rng.pick(&Relation::ALL);
     loop {
         let scene = scene_needing(rng, config, 3);
-        let pairs: Vec<(usize, usize)> =
-            (0..scene.objects.len()).filter_map(|a| relation_answer(&scene, a, rel).map(|b| (a, b))).collect();
-        if let Some(&(a, b)) = pick_opt(rng, &pairs) {
-            let question = say::relation(rng, rel, &scene.objects[a].name());
-            let answer = scene.objects[b].name();
-            return Built::new(Task::Relation, vec![scene], question, answer);
+        if let Some(q) = ask_relation_of(rng, &scene, rel) {
+            return Built::new(Task::Relation, vec![scene], q.question, q.answer);
         }
     }
 }
 
+fn ask_relation(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
+    let rel = *rng.pick(&Relation::ALL);
+    ask_relation_of(rng, scene, rel)
+}
+
+fn ask_relation_of(rng: &mut Rng, scene: &Scene, rel: Relation) -> Option<Asked> {
+    let pairs: Vec<(usize, usize)> =
+        (0..scene.objects.len()).filter_map(|a| relation_answer(scene, a, rel).map(|b| (a, b))).collect();
+    let &(a, b) = pick_opt(rng, &pairs)?;
+    asked(say::relation(rng, rel, &scene.objects[a].name()), scene.objects[b].name())
+}
+
 fn grounding(rng: &mut Rng, config: &SceneConfig) -> Built {
-    let scene = scene_needing(rng, config, 1);
+    one_scene(rng, config, Task::Grounding, 1, ask_grounding)
+}
+
+fn ask_grounding(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
     let o = rng.pick(&scene.objects).clone();
     let bbox = o.bbox();
     let answer = box_answer(&format!("the {}", o.name()), bbox, scene.width, scene.height);
-    let question = say::locate(rng, &o.name());
-    Built { target_box: Some(bbox), ..Built::new(Task::Grounding, vec![scene], question, answer) }
+    Some(Asked { question: say::locate(rng, &o.name()), answer, target_box: Some(bbox) })
 }
 
 fn multi_image(rng: &mut Rng, config: &SceneConfig) -> Built {
-    let which = |first_wins: bool| (if first_wins { "the first image" } else { "the second image" }).to_string();
     let kind = rng.weighted(&[5, 2, 3]);
     let want_yes = rng.chance(0.5);
     loop {
         let (a, b) = (scene_needing(rng, config, 1), scene_needing(rng, config, 1));
-        let (question, answer) = match kind {
-            0 => {
-                let s = some_shape(rng, &[&a, &b]);
-                let (na, nb) = (a.count_shape(s), b.count_shape(s));
-                if na == nb {
-                    continue;
-                }
-                (say::more_shape(rng, &s.plural()), which(na > nb))
+        if let Some(q) = ask_multi_image(rng, &a, &b, kind, want_yes) {
+            return Built::new(Task::MultiImage, vec![a, b], q.question, q.answer);
+        }
+    }
+}
+
+/// Kind 0 compares counts of a shape, 1 counts of objects, 2 asks whether both images hold a
+/// colour (posed only when the answer is `want_yes`, to keep yes and no balanced).
+fn ask_multi_image(rng: &mut Rng, a: &Scene, b: &Scene, kind: usize, want_yes: bool) -> Option<Asked> {
+    let which = |first_wins: bool| (if first_wins { "the first image" } else { "the second image" }).to_string();
+    match kind {
+        0 => {
+            let s = some_shape(rng, &[a, b]);
+            let (na, nb) = (a.count_shape(s), b.count_shape(s));
+            if na == nb {
+                return None;
             }
-            1 => {
-                if a.objects.len() == b.objects.len() {
-                    continue;
-                }
-                (say::more_objects(rng), which(a.objects.len() > b.objects.len()))
+            asked(say::more_shape(rng, &s.plural()), which(na > nb))
+        }
+        1 => {
+            if a.objects.len() == b.objects.len() {
+                return None;
             }
-            _ => {
-                let c = some_colour(rng, &[&a, &b]);
-                let both = a.count_colour(c) > 0 && b.count_colour(c) > 0;
-                if both != want_yes {
-                    continue;
-                }
-                (say::both_colour(rng, c.name()), (if both { "yes" } else { "no" }).to_string())
+            asked(say::more_objects(rng), which(a.objects.len() > b.objects.len()))
+        }
+        _ => {
+            let c = some_colour(rng, &[a, b]);
+            let both = a.count_colour(c) > 0 && b.count_colour(c) > 0;
+            if both != want_yes {
+                return None;
             }
-        };
-        return Built::new(Task::MultiImage, vec![a, b], question, answer);
+            asked(say::both_colour(rng, c.name()), (if both { "yes" } else { "no" }).to_string())
+        }
     }
 }
 
