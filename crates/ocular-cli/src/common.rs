@@ -71,6 +71,12 @@ fn device(name: &str) -> Result<ocular::Device> {
 }
 
 impl ModelArgs {
+    /// The model folder's name.
+    pub fn display_name(&self) -> String {
+        let path = self.model.canonicalize().unwrap_or_else(|_| self.model.clone());
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "ocular".into())
+    }
+
     pub fn limits(&self) -> ImageLimits {
         ImageLimits { max_pixels: self.max_image_pixels }
     }

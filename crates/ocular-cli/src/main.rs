@@ -7,6 +7,7 @@ mod ground;
 mod info;
 mod logits;
 mod run;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     Train(train::Args),
     /// Architecture, parameters per part, dtype and memory of a model.
     Info(info::Args),
+    /// Serve the model over HTTP: OpenAI and Ollama APIs and a chat page.
+    Serve(serve::Args),
     /// Score a model on a seeded suite of scene questions: accuracy per task, grounding IoU.
     Eval(eval::Args),
 }
@@ -46,6 +49,7 @@ fn main() {
         Command::Train(a) => train::main(a),
         Command::Info(a) => info::main(a),
         Command::Eval(a) => eval::main(a),
+        Command::Serve(a) => serve::main(a),
     };
     if let Err(e) = result {
         common::end_progress_line();

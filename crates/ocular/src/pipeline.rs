@@ -133,47 +133,117 @@ impl Pipeline {
         opts: &GenerateOptions,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
+        let mut session = self.start(prepared, opts)?;
+        while let Some(text) = session.step()? {
+            on_text(&text);
+        }
+        Ok(session.finish())
+    }
+
+    /// Encodes the media and prefills the prompt; [`Session::step`] then yields the answer a
+    /// piece at a time. The server keeps many sessions and advances each in turn.
+    pub fn start(&self, prepared: &Prepared, opts: &GenerateOptions) -> Result<Session<'_>> {
         let start = Instant::now();
         let mut state = self.model.new_state();
-        let mut logits = self.model.prefill(prepared, &mut state)?.to_vec1::<f32>()?;
-        let prefill_secs = start.elapsed().as_secs_f64();
-        let decode_start = Instant::now();
-
-        let mut sampler = Sampler::new(opts.sampling.clone());
+        let logits = self.model.prefill(prepared, &mut state)?.to_vec1::<f32>()?;
         let rules =
             StopRules::new(self.eos_ids.clone(), opts.max_new_tokens).with_stop_strings(opts.stop.iter().cloned());
-        let mut stream = StreamingText::new(self.model.tokenizer().inner(), rules, true);
-        // The repetition penalty looks at the prompt too, as in transformers.
-        let mut context = prepared.ids.clone();
-        let mut tokens = Vec::new();
-        let reason = loop {
-            if let Some(r) = stream.finished() {
-                break r.clone();
-            }
-            let token = sampler.sample(&logits, &context);
-            let step = stream.push(token)?;
-            on_text(&step.text);
-            if step.finish != Some(StopReason::Eos) {
-                tokens.push(token);
-            }
-            context.push(token);
-            if let Some(r) = step.finish {
-                break r;
-            }
-            logits = self.model.decode(token, &mut state)?.to_vec1::<f32>()?;
-        };
-        let text = stream.text().to_string();
-        let finish_reason = match reason {
-            StopReason::MaxTokens => FinishReason::Length,
-            StopReason::Eos | StopReason::StopString(_) => FinishReason::Stop,
-        };
-        Ok(Generation {
-            text,
-            tokens,
+        Ok(Session {
+            pipeline: self,
+            state,
+            logits,
+            sampler: Sampler::new(opts.sampling.clone()),
+            stream: StreamingText::new(self.model.tokenizer().inner(), rules, true),
+            // The repetition penalty looks at the prompt too, as in transformers.
+            context: prepared.ids.clone(),
+            tokens: Vec::new(),
             prompt_tokens: prepared.ids.len(),
-            finish_reason,
-            prefill_secs,
-            decode_secs: decode_start.elapsed().as_secs_f64(),
+            prefill_secs: start.elapsed().as_secs_f64(),
+            decode_start: Instant::now(),
+            finish: None,
         })
+    }
+}
+
+/// One generation in progress (see [`Pipeline::start`]).
+pub struct Session<'p> {
+    pipeline: &'p Pipeline,
+    state: models::DecodeState,
+    /// The logits the next token is sampled from.
+    logits: Vec<f32>,
+    sampler: Sampler,
+    stream: StreamingText<'p>,
+    context: Vec<u32>,
+    tokens: Vec<u32>,
+    prompt_tokens: usize,
+    prefill_secs: f64,
+    decode_start: Instant,
+    finish: Option<FinishReason>,
+}
+
+impl Session<'_> {
+    /// Samples the next token: the text that became final with it (possibly empty), or None
+    /// once the generation has ended.
+    pub fn step(&mut self) -> Result<Option<String>> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        if let Some(reason) = self.stream.finished() {
+            self.finish = Some(finish_reason(reason));
+            return Ok(None);
+        }
+        let token = self.sampler.sample(&self.logits, &self.context);
+        let step = self.stream.push(token)?;
+        if step.finish != Some(StopReason::Eos) {
+            self.tokens.push(token);
+        }
+        self.context.push(token);
+        match &step.finish {
+            Some(reason) => self.finish = Some(finish_reason(reason)),
+            None => self.logits = self.pipeline.model.decode(token, &mut self.state)?.to_vec1::<f32>()?,
+        }
+        Ok(Some(step.text))
+    }
+
+    /// Tokens generated so far (EOS excluded).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// Seconds the media encoding and prefill took.
+    pub fn prefill_secs(&self) -> f64 {
+        self.prefill_secs
+    }
+
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Seconds since the first token was sampled.
+    pub fn decode_secs(&self) -> f64 {
+        self.decode_start.elapsed().as_secs_f64()
+    }
+
+    /// The generation so far; a session stopped early (cancelled) reports `Length`.
+    pub fn finish(self) -> Generation {
+        Generation {
+            text: self.stream.text().to_string(),
+            tokens: self.tokens,
+            prompt_tokens: self.prompt_tokens,
+            finish_reason: self.finish.unwrap_or(FinishReason::Length),
+            prefill_secs: self.prefill_secs,
+            decode_secs: self.decode_start.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+fn finish_reason(reason: &StopReason) -> FinishReason {
+    match reason {
+        StopReason::MaxTokens => FinishReason::Length,
+        StopReason::Eos | StopReason::StopString(_) => FinishReason::Stop,
     }
 }

@@ -1,0 +1,78 @@
+// Drives the chat page of a running `ocular serve` in headless Chromium, as a user would: pick an
+// image, type a question, press Send, wait for the streamed answer. Prints one JSON line
+// {"answer": ..., "boxes": [...]} and exits 0, or prints one line saying what went wrong and
+// exits 1. Any page error or console error counts as a failure: the page must run clean.
+//
+//   OCULAR_URL  server to test (default http://127.0.0.1:8080)
+//   IMAGE       image file to upload (required)
+//   QUESTION    what to ask (default "What is in the image?")
+//   EXPECT_BOXES  fail unless at least this many boxes are drawn (default 0)
+//   CHROMIUM    browser executable (default /usr/bin/chromium; playwright-core brings none)
+//
+//   cd tests/browser && npm install && IMAGE=../fixtures/image/noise_64x48.png node chat_page.mjs
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { chromium } from "playwright-core";
+
+const TIMEOUT_MS = 60_000;
+const url = (process.env.OCULAR_URL || "http://127.0.0.1:8080").replace(/\/+$/, "");
+const image = process.env.IMAGE && resolve(process.env.IMAGE);
+const question = process.env.QUESTION || "What is in the image?";
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const expectBoxes = Number(process.env.EXPECT_BOXES || 0);
+
+// Playwright's messages end in a multi-line call log: the first part says enough.
+const oneLine = (s) => String(s).split(/\n\s*Call log:/)[0].replace(/\s+/g, " ").trim();
+function fail(message) {
+  console.error(`chat_page: FAIL: ${oneLine(message)}`);
+  process.exit(1);
+}
+
+if (!image || !existsSync(image)) fail(`IMAGE must name an image file (got ${process.env.IMAGE ?? "nothing"})`);
+if (!existsSync(executablePath)) fail(`no browser at ${executablePath}; install chromium or set CHROMIUM`);
+if (!Number.isInteger(expectBoxes) || expectBoxes < 0) fail(`EXPECT_BOXES must be a whole number, got ${process.env.EXPECT_BOXES}`);
+
+let browser;
+try {
+  browser = await chromium.launch({ executablePath, headless: true });
+  const page = await browser.newPage();
+  page.setDefaultTimeout(TIMEOUT_MS);
+  const consoleErrors = [];
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  // A script error ends the wait at once rather than as a timeout a minute later.
+  const pageError = new Promise((_, reject) => page.on("pageerror", (e) => reject(new Error(`page error: ${e.message}`))));
+  pageError.catch(() => {});  // raced below; never an unhandled rejection
+
+  const response = await page.goto(url + "/", { timeout: 15_000 });
+  if (!response || !response.ok()) throw new Error(`GET ${url}/ answered ${response ? response.status() : "nothing"}`);
+
+  await page.setInputFiles("#image-input", image);
+  // The page reads the file asynchronously; the overlay shows (with the image) once it is attached.
+  await Promise.race([page.locator("#overlay").waitFor({ state: "visible", timeout: 10_000 }), pageError]);
+  await page.fill("#prompt", question);
+  await page.click("#send");
+
+  // Done when the last answer is complete, or the page shows an error (a non-200 answer, say).
+  const finished = page.waitForFunction(() => {
+    const last = [...document.querySelectorAll(".assistant")].pop();
+    return (last && last.dataset.done === "true") || document.getElementById("error").textContent.trim();
+  }, null, { timeout: TIMEOUT_MS });
+  try {
+    await Promise.race([finished, pageError]);
+  } catch (e) {
+    throw new Error(e.name === "TimeoutError" ? `no complete answer within ${TIMEOUT_MS / 1000} s` : e.message);
+  }
+
+  const shown = await page.locator("#error").textContent();
+  if (shown.trim()) throw new Error(`the page shows an error: ${shown}`);
+  if (consoleErrors.length) throw new Error(`console error: ${consoleErrors[0]}`);
+  const answer = (await page.locator(".assistant").last().textContent()).trim();
+  const boxes = JSON.parse(await page.locator("#overlay").getAttribute("data-boxes"));
+  if (!answer) throw new Error("the answer is empty");
+  if (boxes.length < expectBoxes) throw new Error(`expected at least ${expectBoxes} boxes, ${boxes.length} drawn (answer: ${answer})`);
+  console.log(JSON.stringify({ answer, boxes }));
+} catch (e) {
+  await browser?.close().catch(() => {});
+  fail(e.message);
+}
+await browser.close();
