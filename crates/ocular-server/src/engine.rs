@@ -1,6 +1,7 @@
 //! The engine: one thread owns the model. Requests wait in a bounded queue; up to `max_batch`
-//! generations are active at once and every tick advances each of them by one token, so
-//! concurrent clients stream together instead of one after another. A generation whose client
+//! generations are active at once and every tick advances each of them by one token, their
+//! decode steps run as one batch ([`Pipeline::step_all`]), so concurrent clients stream
+//! together instead of one after another. A generation whose client
 //! has gone (its event channel closed) or whose deadline passed is dropped at the next tick.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -187,7 +188,7 @@ fn run(pipeline: &Pipeline, jobs: Receiver<Job>, config: &EngineConfig, cutoff: 
             }
         }
         METRICS.active.store(active.len() as u64, Relaxed);
-        active.retain_mut(|a| advance(pipeline, a));
+        tick(pipeline, &mut active);
         METRICS.active.store(active.len() as u64, Relaxed);
     }
 }
@@ -239,19 +240,31 @@ fn sampling(pipeline: &Pipeline, s: &Sampling) -> SamplingParams {
     p
 }
 
-/// One token for `a`; false when it is done (finished, failed, cancelled or timed out).
-fn advance(pipeline: &Pipeline, a: &mut Active) -> bool {
-    if a.job.events.is_closed() {
-        METRICS.cancelled.fetch_add(1, Relaxed);
-        return false;
-    }
-    if Instant::now() >= a.job.deadline {
-        METRICS.cancelled.fetch_add(1, Relaxed);
-        let e = ApiError::new(axum::http::StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out");
-        let _ = a.job.events.send(Event::Failed(e));
-        return false;
-    }
-    match a.session.step() {
+/// One token for every active generation, the model reading them as one batch. Generations
+/// that are finished, failed, cancelled or out of time leave `active`.
+fn tick(pipeline: &Pipeline, active: &mut Vec<Active>) {
+    active.retain(|a| {
+        if a.job.events.is_closed() {
+            METRICS.cancelled.fetch_add(1, Relaxed);
+            return false;
+        }
+        if Instant::now() >= a.job.deadline {
+            METRICS.cancelled.fetch_add(1, Relaxed);
+            let e = ApiError::new(axum::http::StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out");
+            let _ = a.job.events.send(Event::Failed(e));
+            return false;
+        }
+        true
+    });
+    let results = pipeline.step_all(&mut active.iter_mut().map(|a| &mut a.session).collect::<Vec<_>>());
+    let keep: Vec<bool> = active.iter_mut().zip(results).map(|(a, r)| deliver(pipeline, a, r)).collect();
+    let mut keep = keep.into_iter();
+    active.retain(|_| keep.next().unwrap_or(false));
+}
+
+/// Sends what a step produced; false when the generation is over.
+fn deliver(pipeline: &Pipeline, a: &mut Active, step: ocular::Result<Option<String>>) -> bool {
+    match step {
         Ok(Some(text)) => {
             if a.first_token {
                 a.first_token = false;

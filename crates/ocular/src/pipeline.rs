@@ -140,6 +140,48 @@ impl Pipeline {
         Ok(session.finish())
     }
 
+    /// Advances each session by one token (see [`Session::step`]); the model reads the new
+    /// tokens of all of them in one batched decode step.
+    pub fn step_all(&self, sessions: &mut [&mut Session<'_>]) -> Vec<Result<Option<String>>> {
+        let mut results: Vec<Result<Option<String>>> = Vec::with_capacity(sessions.len());
+        let mut feeding = Vec::new();
+        for (i, s) in sessions.iter_mut().enumerate() {
+            results.push(match s.sample() {
+                Ok(None) => Ok(None),
+                Ok(Some((text, feed))) => {
+                    feeding.extend(feed.map(|t| (i, t)));
+                    Ok(Some(text))
+                }
+                Err(e) => Err(e),
+            });
+        }
+        if feeding.is_empty() {
+            return results;
+        }
+        let tokens: Vec<u32> = feeding.iter().map(|&(_, t)| t).collect();
+        let mut states: Vec<&mut models::DecodeState> = sessions
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| feeding.iter().any(|(j, _)| j == i))
+            .map(|(_, s)| &mut s.state)
+            .collect();
+        let logits = self.model.decode_batch(&tokens, &mut states).and_then(|l| Ok(l.to_vec2::<f32>()?));
+        match logits {
+            Ok(rows) => {
+                for ((i, _), row) in feeding.iter().zip(rows) {
+                    sessions[*i].logits = row;
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for (i, _) in &feeding {
+                    results[*i] = Err(Error::Invalid(format!("decode step failed: {message}")));
+                }
+            }
+        }
+        results
+    }
+
     /// Encodes the media and prefills the prompt; [`Session::step`] then yields the answer a
     /// piece at a time. The server keeps many sessions and advances each in turn.
     pub fn start(&self, prepared: &Prepared, opts: &GenerateOptions) -> Result<Session<'_>> {
@@ -185,6 +227,12 @@ impl Session<'_> {
     /// Samples the next token: the text that became final with it (possibly empty), or None
     /// once the generation has ended.
     pub fn step(&mut self) -> Result<Option<String>> {
+        let pipeline = self.pipeline;
+        pipeline.step_all(&mut [self]).pop().unwrap_or(Ok(None))
+    }
+
+    /// Samples a token; returns its text and whether the model must now read it.
+    fn sample(&mut self) -> Result<Option<(String, Option<u32>)>> {
         if self.finish.is_some() {
             return Ok(None);
         }
@@ -198,11 +246,14 @@ impl Session<'_> {
             self.tokens.push(token);
         }
         self.context.push(token);
-        match &step.finish {
-            Some(reason) => self.finish = Some(finish_reason(reason)),
-            None => self.logits = self.pipeline.model.decode(token, &mut self.state)?.to_vec1::<f32>()?,
-        }
-        Ok(Some(step.text))
+        let feed = match &step.finish {
+            Some(reason) => {
+                self.finish = Some(finish_reason(reason));
+                None
+            }
+            None => Some(token),
+        };
+        Ok(Some((step.text, feed)))
     }
 
     /// Tokens generated so far (EOS excluded).

@@ -94,6 +94,12 @@ pub trait VisionLanguageModel: Send + Sync {
     fn prefill(&self, input: &Prepared, state: &mut DecodeState) -> Result<Tensor>;
     /// One more token: f32 logits for the next.
     fn decode(&self, token: u32, state: &mut DecodeState) -> Result<Tensor>;
+    /// One more token for each of several sequences (the server's concurrent generations):
+    /// f32 logits (seqs, vocab). Families on the shared decoder run the rows as one batch.
+    fn decode_batch(&self, tokens: &[u32], states: &mut [&mut DecodeState]) -> Result<Tensor> {
+        let rows = tokens.iter().zip(states.iter_mut()).map(|(&t, s)| self.decode(t, s)).collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&rows, 0)?)
+    }
 
     /// The question that asks this model for the box of `phrase` in its own grounding idiom;
     /// None when the family was not trained to answer with boxes.

@@ -100,6 +100,29 @@ impl SelfAttention {
     }
 }
 
+impl SelfAttention {
+    /// One new token for each of several sequences: x (seqs, 1, hidden). The projections run
+    /// as one batch; RoPE and attention per sequence, each over its own cache and positions.
+    fn decode_batch(&self, x: &Tensor, rots: &[Rotation], caches: &mut [&mut KvCache], layer: usize) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        let heads = |t: Tensor, n: usize| t.reshape((b, 1, n, self.head_dim))?.transpose(1, 2);
+        let q = heads(self.q_proj.forward(x)?, self.num_heads)?;
+        let k = heads(self.k_proj.forward(x)?, self.num_kv_heads)?;
+        let v = heads(self.v_proj.forward(x)?, self.num_kv_heads)?;
+        let n_rep = self.num_heads / self.num_kv_heads;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut outs = Vec::with_capacity(b);
+        for (i, (rot, cache)) in rots.iter().zip(caches.iter_mut()).enumerate() {
+            let q = apply_rotary(&q.narrow(0, i, 1)?, &rot.cos, &rot.sin)?;
+            let k = apply_rotary(&k.narrow(0, i, 1)?, &rot.cos, &rot.sin)?;
+            let (k, v) = cache.append(layer, &k, &v.narrow(0, i, 1)?.contiguous()?)?;
+            outs.push(scaled_dot_product_attention(&q, &repeat_kv(&k, n_rep)?, &repeat_kv(&v, n_rep)?, scale, None)?);
+        }
+        let out = Tensor::cat(&outs, 0)?.transpose(1, 2)?.reshape((b, 1, self.num_heads * self.head_dim))?;
+        self.o_proj.forward(&out)
+    }
+}
+
 /// SwiGLU: down(act(gate(x)) * up(x)).
 struct GatedMlp {
     gate_proj: Linear,
@@ -150,6 +173,14 @@ impl DecoderLayer {
         cache: (&mut KvCache, usize),
     ) -> Result<Tensor> {
         let x = (x + self.self_attn.forward(&self.input_layernorm.forward(x)?, rot, mask, cache)?)?;
+        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?
+    }
+}
+
+impl DecoderLayer {
+    fn decode_batch(&self, x: &Tensor, rots: &[Rotation], caches: &mut [&mut KvCache], layer: usize) -> Result<Tensor> {
+        let attn = self.self_attn.decode_batch(&self.input_layernorm.forward(x)?, rots, caches, layer)?;
+        let x = (x + attn)?;
         &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?
     }
 }
@@ -246,5 +277,16 @@ impl CausalDecoder {
 
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.layers.len())
+    }
+
+    /// One decode step for several sequences at once: `embeds` (seqs, 1, hidden), each
+    /// sequence with its rotation and cache. Returns f32 logits (seqs, vocab), the same as
+    /// [`Self::forward`] on each alone; the linear layers see all rows in one matrix product.
+    pub fn decode_batch(&self, embeds: &Tensor, rots: &[Rotation], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let mut x = embeds.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.decode_batch(&x, rots, caches, i)?;
+        }
+        self.logits(&self.norm.forward(&x)?)?.squeeze(1)
     }
 }

@@ -254,6 +254,27 @@ mod tests {
     }
 
     #[test]
+    fn every_parameter_gets_a_gradient() {
+        let out = std::env::temp_dir().join(format!("ocular-grads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let trainer = Trainer::new(tiny(&out, 1), false).unwrap();
+        let mut gen = Generator::new(5, trainer.config.data.clone());
+        let samples = trainer.samples(&mut gen, 2).unwrap();
+        let (sum, n) = trainer.loss(&samples).unwrap();
+        let grads = (sum / n as f64).unwrap().backward().unwrap();
+        let data = trainer.varmap.data().lock().unwrap();
+        let mut without: Vec<&String> = Vec::new();
+        for (name, var) in data.iter() {
+            let norm = grads.get(var.as_tensor()).map(|g| g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
+            if !norm.is_some_and(|n| n > 0.0) {
+                without.push(name);
+            }
+        }
+        assert!(without.is_empty(), "no gradient reaches {without:?}");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
     fn packed_answers_score_as_if_asked_alone() {
         use crate::models::VisionLanguageModel;
         let out = std::env::temp_dir().join(format!("ocular-pack-{}", std::process::id()));

@@ -15,7 +15,7 @@ use crate::connect::Projector;
 use crate::error::{Error, Result};
 use crate::load::{LoadOptions, ModelDir, WeightIndex};
 use crate::prompt::{placeholders, TextTokenizer};
-use crate::text::{CausalDecoder, Head, RotaryEmbedding, Rotation};
+use crate::text::{CausalDecoder, Head, KvCache, RotaryEmbedding, Rotation};
 use crate::vision::ClipVisionTower;
 
 const IMAGE_PLACEHOLDER: &str = "<image>";
@@ -248,5 +248,15 @@ impl VisionLanguageModel for Llava {
         let logits = self.language_model.forward(&embeds, &rot, &mut state.cache)?;
         state.next_position += 1;
         Ok(logits.squeeze(0)?)
+    }
+
+    fn decode_batch(&self, tokens: &[u32], states: &mut [&mut DecodeState]) -> Result<Tensor> {
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
+        let embeds = self.language_model.embed(&ids)?;
+        let rots = states.iter().map(|s| self.rotation(s.next_position, 1)).collect::<Result<Vec<_>>>()?;
+        let mut caches: Vec<&mut KvCache> = states.iter_mut().map(|s| &mut s.cache).collect();
+        let logits = self.language_model.decode_batch(&embeds, &rots, &mut caches)?;
+        states.iter_mut().for_each(|s| s.next_position += 1);
+        Ok(logits)
     }
 }

@@ -18,7 +18,7 @@ use crate::image::Patches;
 use crate::load::{LoadOptions, ModelDir, WeightIndex};
 use crate::prompt::positions::{mrope_positions, VisionSpan};
 use crate::prompt::{placeholders, TextTokenizer};
-use crate::text::{CausalDecoder, Head, RotaryEmbedding, Rotation};
+use crate::text::{CausalDecoder, Head, KvCache, RotaryEmbedding, Rotation};
 use crate::vision::Qwen2VisionTransformer;
 
 const IMAGE_PLACEHOLDER: &str = "<|image_pad|>";
@@ -281,6 +281,16 @@ impl VisionLanguageModel for Qwen2Vl {
         let logits = self.language_model.forward(&embeds, &self.rotation(&[[p; 3]])?, &mut state.cache)?;
         state.next_position += 1;
         Ok(logits.squeeze(0)?)
+    }
+
+    fn decode_batch(&self, tokens: &[u32], states: &mut [&mut DecodeState]) -> Result<Tensor> {
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
+        let embeds = self.language_model.embed(&ids)?;
+        let rots = states.iter().map(|s| self.rotation(&[[s.next_position; 3]])).collect::<Result<Vec<_>>>()?;
+        let mut caches: Vec<&mut KvCache> = states.iter_mut().map(|s| &mut s.cache).collect();
+        let logits = self.language_model.decode_batch(&embeds, &rots, &mut caches)?;
+        states.iter_mut().for_each(|s| s.next_position += 1);
+        Ok(logits)
     }
 }
 
