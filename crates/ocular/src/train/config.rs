@@ -30,7 +30,8 @@ pub struct ModelShape {
     pub vision_depth: usize,
     pub vision_width: usize,
     pub vision_heads: usize,
-    pub vision_mlp_ratio: f64,
+    /// MLP width over attention width (an integer: transformers' config requires one).
+    pub vision_mlp_ratio: usize,
     pub text_layers: usize,
     pub text_hidden: usize,
     pub text_heads: usize,
@@ -87,7 +88,7 @@ impl Default for ModelShape {
             vision_depth: 4,
             vision_width: 128,
             vision_heads: 4,
-            vision_mlp_ratio: 2.0,
+            vision_mlp_ratio: 2,
             text_layers: 4,
             text_hidden: 256,
             text_heads: 4,

@@ -96,7 +96,9 @@ fn processor_config(min_pixels: u64, max_pixels: u64) -> Value {
     let common = json!({
         "do_resize": true, "resample": 3, "do_rescale": true, "rescale_factor": 1.0 / 255.0,
         "do_normalize": true, "do_convert_rgb": true,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        // Grey maps to equal values in every channel, which the patch embedding's initial
+        // filters (zero-sum, see trainer::init_weights) do not see: only colour and edges do.
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
         "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
         "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
     });

@@ -103,6 +103,8 @@ pub struct SceneConfig {
     /// Frames per video.
     pub min_frames: usize,
     pub max_frames: usize,
+    /// Tasks that training draws (all when empty); evaluation asks every task regardless.
+    pub tasks: Vec<Task>,
 }
 
 impl Default for SceneConfig {
@@ -115,6 +117,7 @@ impl Default for SceneConfig {
             texture_prob: 0.6,
             min_frames: 4,
             max_frames: 8,
+            tasks: Vec::new(),
         }
     }
 }

@@ -46,7 +46,7 @@ impl Generator {
     /// The next example of a task drawn with fixed weights (caption 2, attribute 3, count 2,
     /// relation 3, grounding 3, multi-image 1, video 1).
     pub fn mixed(&mut self) -> Example {
-        let task = Task::ALL[self.rng.weighted(&MIX_WEIGHTS)];
+        let task = Task::ALL[self.rng.weighted(&self.weights())];
         self.example(task)
     }
 }
@@ -56,9 +56,14 @@ impl Generator {
     /// training: the media is encoded once and every answer is scored (see `train::batch`).
     /// Tasks and scenes follow the same builders as [`Generator::example`].
     pub fn group(&mut self, questions: usize) -> Vec<Example> {
-        let rng = &mut self.rng;
-        let config = &self.config;
-        let built = match rng.weighted(&GROUP_WEIGHTS) {
+        let weights = self.weights();
+        let group_weights = [
+            if weights[..5].iter().any(|&w| w > 0) { GROUP_WEIGHTS[0] } else { 0 },
+            if weights[5] > 0 { GROUP_WEIGHTS[1] } else { 0 },
+            if weights[6] > 0 { GROUP_WEIGHTS[2] } else { 0 },
+        ];
+        let (rng, config) = (&mut self.rng, &self.config);
+        let built = match rng.weighted(&group_weights) {
             0 => {
                 let need = if rng.chance(0.5) { 3 } else { 1 };
                 let scene = scene_needing(rng, config, need);
@@ -71,7 +76,7 @@ impl Generator {
                 ];
                 let mut out: Vec<Built> = Vec::new();
                 for _ in 0..questions * 3 {
-                    let (task, ask) = asks[rng.weighted(&MIX_WEIGHTS[..5])];
+                    let (task, ask) = asks[rng.weighted(&weights[..5])];
                     if let Some(q) = ask(rng, &scene) {
                         let b = Built::new(task, vec![scene.clone()], q.question, q.answer);
                         out.push(Built { target_box: q.target_box, ..b });
@@ -109,6 +114,14 @@ impl Generator {
             }
         };
         render_group(built)
+    }
+}
+
+impl Generator {
+    /// The task mixture: [`MIX_WEIGHTS`], limited to `config.tasks` when that names any.
+    fn weights(&self) -> [u32; 7] {
+        let allowed = |t: Task| self.config.tasks.is_empty() || self.config.tasks.contains(&t);
+        std::array::from_fn(|i| if allowed(Task::ALL[i]) { MIX_WEIGHTS[i] } else { 0 })
     }
 }
 
