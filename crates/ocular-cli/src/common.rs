@@ -13,9 +13,10 @@ use ocular::pipeline::Pipeline;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model folder in the Hugging Face layout (config.json, *.safetensors, tokenizer.json, ...).
+    /// Model folder in the Hugging Face layout (config.json, *.safetensors, tokenizer.json, ...);
+    /// without it, the built-in model.
     #[arg(long, short = 'm')]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Numeric type to compute in.
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     pub dtype: Precision,
@@ -71,10 +72,19 @@ fn device(name: &str) -> Result<ocular::Device> {
 }
 
 impl ModelArgs {
-    /// The model folder's name.
+    /// The model folder's name, or the built-in model's.
     pub fn display_name(&self) -> String {
-        let path = self.model.canonicalize().unwrap_or_else(|_| self.model.clone());
+        let Some(model) = &self.model else { return crate::builtin::NAME.to_string() };
+        let path = model.canonicalize().unwrap_or_else(|_| model.clone());
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "ocular".into())
+    }
+
+    /// `--model`, or the built-in model's folder (unpacked on first use).
+    pub fn model_dir(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(dir) => Ok(dir.clone()),
+            None => crate::builtin::dir(),
+        }
     }
 
     pub fn limits(&self) -> ImageLimits {
@@ -90,10 +100,14 @@ impl ModelArgs {
         let opts =
             LoadOptions { precision: self.dtype, device: device(&self.device)?, image_limits: self.limits(), progress };
         let start = Instant::now();
+        let dir = self.model_dir()?;
         if !self.quiet {
-            eprintln!("loading {} ...", self.model.display());
+            match &self.model {
+                Some(m) => eprintln!("loading {} ...", m.display()),
+                None => eprintln!("loading the built-in model ({}) ...", crate::builtin::NAME),
+            }
         }
-        let pipeline = Pipeline::load(&self.model, &opts)?;
+        let pipeline = Pipeline::load(&dir, &opts)?;
         end_progress_line();
         if !self.quiet {
             let info = pipeline.model.info();

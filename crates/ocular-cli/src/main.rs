@@ -1,5 +1,6 @@
 //! `ocular`: run vision-language models from the command line. One file per subcommand.
 
+mod builtin;
 mod chat;
 mod common;
 mod eval;

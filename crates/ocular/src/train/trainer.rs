@@ -62,7 +62,8 @@ fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
                 })
                 .collect()
         };
-        let values = if name.ends_with("patch_embed.proj.weight") { zero_sum_rows(values, var.dims()[0]) } else { values };
+        let values =
+            if name.ends_with("patch_embed.proj.weight") { zero_sum_rows(values, var.dims()[0]) } else { values };
         var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
     }
     Ok(())
@@ -303,7 +304,8 @@ mod tests {
         let data = trainer.varmap.data().lock().unwrap();
         let mut without: Vec<&String> = Vec::new();
         for (name, var) in data.iter() {
-            let norm = grads.get(var.as_tensor()).map(|g| g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
+            let norm =
+                grads.get(var.as_tensor()).map(|g| g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
             if !norm.is_some_and(|n| n > 0.0) {
                 without.push(name);
             }
