@@ -126,8 +126,10 @@ fn info_names_the_parts() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = ocular(&["run", "hello"]);
+    let out = ocular(&["run", "--no-such-flag", "hello"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = ocular(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "a question is required: {}", stderr(&out));
 }
 
 #[test]
