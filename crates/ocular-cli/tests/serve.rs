@@ -20,7 +20,11 @@ struct Server {
 
 impl Server {
     fn start(case: &str, extra: &[&str]) -> Server {
-        let model = fixture("qwen2_vl", case).join("model");
+        Self::start_family("qwen2_vl", case, extra)
+    }
+
+    fn start_family(family: &str, case: &str, extra: &[&str]) -> Server {
+        let model = fixture(family, case).join("model");
         let mut child = Command::new(env!("CARGO_BIN_EXE_ocular"))
             .args(["serve", "-q", "--port", "0", "--model", model.to_str().unwrap()])
             .args(extra)
@@ -408,4 +412,84 @@ fn the_chat_page_is_served() {
     for id in ["image-input", "prompt", "send", "messages", "overlay"] {
         assert!(page.contains(&format!("id=\"{id}\"")), "the page lacks #{id}");
     }
+}
+
+fn gif_data_url(frames: usize) -> String {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut bytes);
+        for i in 0..frames {
+            let rgba = image::RgbaImage::from_fn(56, 56, |x, y| {
+                image::Rgba([(x * 4) as u8, (y * 4) as u8, (i * 60) as u8, 255])
+            });
+            encoder.encode_frame(image::Frame::new(rgba)).unwrap();
+        }
+    }
+    format!("data:image/gif;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+#[test]
+fn video_urls_reach_models_that_take_video() {
+    let server = Server::start("video", &[]);
+    let request = json!({
+        "messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": gif_data_url(4)}},
+            {"type": "text", "text": "Describe this video."}]}],
+        "temperature": 0, "max_tokens": 3,
+    });
+    let (code, answer) = server.post("/v1/chat/completions", &request);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["usage"]["completion_tokens"], 3);
+    // The video's tokens are in the prompt (beyond <|vision_start|> and <|vision_end|>).
+    let (code, text_only) = server.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Describe this video."}], "max_tokens": 1}),
+    );
+    assert_eq!(code, 200, "{text_only}");
+    let extra =
+        answer["usage"]["prompt_tokens"].as_u64().unwrap() - text_only["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(extra > 2, "no video tokens: {extra}");
+    // A model without video support refuses it.
+    let llava = Server::start_family("llava", "one_image", &[]);
+    let (code, err) = llava.post("/v1/chat/completions", &request);
+    assert_eq!(code, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("video"), "{err}");
+}
+
+#[test]
+fn remote_images_are_fetched_only_when_allowed_and_slow_requests_time_out() {
+    // A one-file HTTP server with a small PNG.
+    let mut png = Vec::new();
+    image::RgbImage::new(40, 30).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let image_url = format!("http://{}/x.png", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                png.len()
+            );
+            let _ = std::io::Write::write_all(&mut stream, head.as_bytes());
+            let _ = std::io::Write::write_all(&mut stream, &png);
+        }
+    });
+    let server = Server::start("hub_layout", &["--allow-remote"]);
+    let with_image = |max_tokens: u64| {
+        json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": "hi"}]}],
+            "max_tokens": max_tokens})
+    };
+    let (code, answer) = server.post("/v1/chat/completions", &with_image(2));
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["usage"]["completion_tokens"], 2);
+    // A request over --timeout gets 504 (with a zero timeout, every request is over).
+    let strict = Server::start("hub_layout", &["--timeout", "0"]);
+    let (code, err) = strict.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(code, 504, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("timed out"), "{err}");
+    let (code, _) = server.post("/v1/chat/completions", &with_image(1));
+    assert_eq!(code, 200);
 }
