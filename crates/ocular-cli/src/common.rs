@@ -161,25 +161,14 @@ pub struct GenerationArgs {
 
 impl GenerationArgs {
     pub fn options(&self, pipeline: &Pipeline) -> ocular::pipeline::GenerateOptions {
-        let mut s = pipeline.default_sampling(self.seed);
-        if self.greedy {
-            s.temperature = 0.0;
-        }
-        if let Some(t) = self.temperature {
-            s.temperature = t;
-        }
-        if let Some(k) = self.top_k {
-            s.top_k = k;
-        }
-        if let Some(p) = self.top_p {
-            s.top_p = p;
-        }
-        if let Some(p) = self.min_p {
-            s.min_p = p;
-        }
-        if let Some(r) = self.repetition_penalty {
-            s.repetition_penalty = r;
-        }
+        let overrides = ocular::generate::SamplingOverrides {
+            temperature: self.temperature.or(self.greedy.then_some(0.0)),
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+        };
+        let s = overrides.apply(pipeline.default_sampling(self.seed));
         ocular::pipeline::GenerateOptions { sampling: s, max_new_tokens: self.max_new_tokens, stop: self.stop.clone() }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ocular::generate::SamplingParams;
+use ocular::generate::{SamplingOverrides, SamplingParams};
 use ocular::models::{Media, Prepared};
 use ocular::pipeline::{FinishReason, GenerateOptions, Pipeline, Session};
 use ocular::prompt::Message;
@@ -19,14 +19,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 
-/// Sampling fields a request may set; the rest come from the model's generation_config.json.
+/// Sampling a request asks for; what it leaves unset comes from the model's generation_config.json.
 #[derive(Debug, Clone, Default)]
 pub struct Sampling {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<usize>,
+    pub overrides: SamplingOverrides,
     pub seed: Option<u64>,
-    pub repetition_penalty: Option<f32>,
 }
 
 /// One request, ready to generate.
@@ -219,25 +216,13 @@ fn admit<'p>(pipeline: &'p Pipeline, job: Job, config: &EngineConfig) -> Result<
 }
 
 fn sampling(pipeline: &Pipeline, s: &Sampling) -> SamplingParams {
-    let mut p = pipeline.default_sampling(s.seed.unwrap_or(0));
-    if let Some(t) = s.temperature {
-        p.temperature = t;
-        if t > 0.0 && pipeline.default_sampling(0).is_greedy() {
-            // The model's config asks for greedy decoding, so its top-k is unset: sampling at
-            // the requested temperature should not inherit transformers' default of 50.
-            p.top_k = 0;
-        }
+    let mut base = pipeline.default_sampling(s.seed.unwrap_or(0));
+    if s.overrides.temperature.is_some_and(|t| t > 0.0) && base.is_greedy() {
+        // The model's config asks for greedy decoding, so its top-k is unset: sampling at the
+        // requested temperature should not inherit transformers' default of 50.
+        base.top_k = 0;
     }
-    if let Some(v) = s.top_p {
-        p.top_p = v;
-    }
-    if let Some(v) = s.top_k {
-        p.top_k = v;
-    }
-    if let Some(v) = s.repetition_penalty {
-        p.repetition_penalty = v;
-    }
-    p
+    s.overrides.apply(base)
 }
 
 /// One token for every active generation, the model reading them as one batch. Generations

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ocular::generate::SamplingOverrides;
 use ocular::pipeline::FinishReason;
 use ocular::prompt::Part;
 use serde::Deserialize;
@@ -123,11 +124,14 @@ async fn run(
     let request = Request {
         conversation,
         sampling: Sampling {
-            temperature: o.temperature,
-            top_p: o.top_p,
-            top_k: o.top_k,
+            overrides: SamplingOverrides {
+                temperature: o.temperature,
+                top_p: o.top_p,
+                top_k: o.top_k,
+                repetition_penalty: o.repeat_penalty,
+                ..Default::default()
+            },
             seed: o.seed,
-            repetition_penalty: o.repeat_penalty,
         },
         // Ollama: a negative num_predict means no limit (the context decides).
         max_tokens: o.num_predict.filter(|n| *n >= 0).map(|n| n as usize),

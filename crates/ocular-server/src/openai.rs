@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ocular::generate::SamplingOverrides;
 use ocular::pipeline::FinishReason;
 use ocular::prompt::{Message, Part};
 use serde::Deserialize;
@@ -89,10 +90,12 @@ pub async fn chat_completions(State(state): State<SharedState>, body: Bytes) -> 
     let job = Request {
         conversation,
         sampling: Sampling {
-            temperature: request.temperature,
-            top_p: request.top_p,
+            overrides: SamplingOverrides {
+                temperature: request.temperature,
+                top_p: request.top_p,
+                ..Default::default()
+            },
             seed: request.seed,
-            ..Default::default()
         },
         max_tokens: request.max_completion_tokens.or(request.max_tokens),
         stop: match request.stop {

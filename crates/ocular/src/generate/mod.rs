@@ -31,7 +31,7 @@ mod test_tokenizers;
 
 pub use crate::rng::Rng;
 pub use config::{eos_ids_from_model_config, GenerationConfig};
-pub use sampler::{Sampler, SamplingParams};
+pub use sampler::{Sampler, SamplingOverrides, SamplingParams};
 pub use stop::{FinishReason, StopChecker, StopRules};
 pub use stream::TextStream;
 pub use streaming::{Step, StreamingText};

@@ -86,6 +86,28 @@ impl SamplingParams {
     }
 }
 
+/// The sampling fields a user may set (a CLI flag, a request field); unset ones keep what the
+/// model's generation_config.json gives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SamplingOverrides {
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+}
+
+impl SamplingOverrides {
+    pub fn apply(&self, mut p: SamplingParams) -> SamplingParams {
+        p.temperature = self.temperature.unwrap_or(p.temperature);
+        p.top_k = self.top_k.unwrap_or(p.top_k);
+        p.top_p = self.top_p.unwrap_or(p.top_p);
+        p.min_p = self.min_p.unwrap_or(p.min_p);
+        p.repetition_penalty = self.repetition_penalty.unwrap_or(p.repetition_penalty);
+        p
+    }
+}
+
 /// Draws tokens according to [`SamplingParams`], with its own seeded PRNG: one `Sampler` per
 /// generated sequence makes the output reproducible.
 #[derive(Debug, Clone)]
@@ -165,6 +187,14 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_replace_only_the_fields_they_set() {
+        let base = SamplingParams { temperature: 0.7, top_k: 50, seed: 9, ..SamplingParams::greedy() };
+        let set = SamplingOverrides { temperature: Some(0.0), top_p: Some(0.5), ..Default::default() };
+        assert_eq!(set.apply(base.clone()), SamplingParams { temperature: 0.0, top_p: 0.5, ..base.clone() });
+        assert_eq!(SamplingOverrides::default().apply(base.clone()), base);
+    }
 
     /// Plain sampling at temperature 1 with `seed`; tests change one field at a time.
     fn sampling(seed: u64) -> SamplingParams {
