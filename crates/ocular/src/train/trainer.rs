@@ -272,9 +272,7 @@ mod tests {
     /// the saved model must answer as it trained.
     #[test]
     fn the_saved_model_computes_what_training_computed() {
-        let out = std::env::temp_dir().join(format!("ocular-modes-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        let trainer = Trainer::new(tiny(&out, 1), false).unwrap();
+        let (trainer, out) = one_step_trainer("modes");
         trainer.varmap.save(out.join("model.safetensors")).unwrap();
         let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
         let mut gen = Generator::new(9, trainer.config.data.clone());
@@ -294,9 +292,7 @@ mod tests {
 
     #[test]
     fn every_parameter_gets_a_gradient() {
-        let out = std::env::temp_dir().join(format!("ocular-grads-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        let trainer = Trainer::new(tiny(&out, 1), false).unwrap();
+        let (trainer, out) = one_step_trainer("grads");
         let mut gen = Generator::new(5, trainer.config.data.clone());
         let samples = trainer.samples(&mut gen, 2).unwrap();
         let (sum, n) = trainer.loss(&samples).unwrap();
@@ -317,9 +313,7 @@ mod tests {
     #[test]
     fn packed_answers_score_as_if_asked_alone() {
         use crate::models::VisionLanguageModel;
-        let out = std::env::temp_dir().join(format!("ocular-pack-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        let trainer = Trainer::new(tiny(&out, 1), false).unwrap();
+        let (trainer, out) = one_step_trainer("pack");
         let (model, template) = (&trainer.model, &trainer.template);
         let mut gen = Generator::new(11, trainer.config.data.clone());
         let mut checked = 0;
@@ -353,6 +347,13 @@ mod tests {
         }
         assert!(checked >= 12, "groups held only {checked} questions");
         let _ = std::fs::remove_dir_all(&out);
+    }
+
+    /// A new tiny model's trainer in a fresh folder (removed by the caller).
+    fn one_step_trainer(name: &str) -> (Trainer, PathBuf) {
+        let out = std::env::temp_dir().join(format!("ocular-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        (Trainer::new(tiny(&out, 1), false).unwrap(), out)
     }
 
     #[test]
