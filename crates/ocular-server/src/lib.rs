@@ -84,15 +84,34 @@ pub fn router(state: SharedState) -> Router {
 /// given and while reading otherwise.
 async fn body_limit(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > state.max_body) {
-        return too_large(&state, request.uri().path().starts_with("/api/")).into_response();
-    }
     let ollama = request.uri().path().starts_with("/api/");
     let (parts, body) = request.into_parts();
+    if declared.is_some_and(|n| n > state.max_body) {
+        drain(body, state.max_body).await;
+        return too_large(&state, ollama).into_response();
+    }
     match axum::body::to_bytes(body, state.max_body).await {
         Ok(bytes) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
         Err(_) => too_large(&state, ollama).into_response(),
     }
+}
+
+/// Reads and discards an oversized body (up to a few times the limit, for a few seconds), so a
+/// client that sends its whole body before reading gets the 413 instead of a broken pipe.
+async fn drain(body: axum::body::Body, max_body: usize) {
+    use tokio_stream::StreamExt;
+    let cap = max_body.saturating_mul(8).max(16 << 20);
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > cap {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn too_large(state: &AppState, ollama: bool) -> ApiError {

@@ -37,7 +37,9 @@ pub const CHAT_TEMPLATE: &str = include_str!("qwen2_vl_chat_template.jinja");
 /// answers of `examples` scene examples from the generator at `seed`.
 pub fn build(vocab_size: usize, seed: u64, scenes: &SceneConfig, examples: usize) -> Result<Tokenizer> {
     let err = |e: tokenizers::Error| Error::Tokenizer(format!("training the tokenizer: {e}"));
-    let mut generator = Generator::new(seed, scenes.clone());
+    // Every task's words, whatever subset or object range this run trains on.
+    let full = SceneConfig { min_side: scenes.min_side, max_side: scenes.max_side, ..Default::default() };
+    let mut generator = Generator::new(seed, full);
     let mut corpus = Vec::new();
     for i in 0..examples {
         let ex = generator.example(Task::ALL[i % Task::ALL.len()]);

@@ -230,3 +230,19 @@ fn yes_no_and_direction_answers_are_balanced() {
     let a = tally(Task::Attribute, 8);
     assert!(a["yes"] > 40 && a["no"] > 40 && a["yes"].abs_diff(a["no"]) < 40, "{a:?}");
 }
+
+/// A narrow training config (one task, one object) still yields a question for every group and
+/// a pair of images whose counts can differ, instead of an empty group or an endless redraw.
+#[test]
+fn narrow_configs_always_yield_questions() {
+    for task in Task::ALL {
+        let config = SceneConfig { max_side: 112, max_objects: 1, tasks: vec![task], ..Default::default() };
+        let mut g = Generator::new(17, config);
+        for _ in 0..60 {
+            let group = g.group(4);
+            assert!(!group.is_empty(), "{task:?}: an empty group");
+            assert!(group.iter().all(|e| e.kind == task), "{task:?}: another task slipped in");
+        }
+        let _ = g.example(Task::MultiImage);
+    }
+}

@@ -56,6 +56,17 @@ impl Generator {
     /// training: the media is encoded once and every answer is scored (see `train::batch`).
     /// Tasks and scenes follow the same builders as [`Generator::example`].
     pub fn group(&mut self, questions: usize) -> Vec<Example> {
+        // A scene may offer none of the allowed questions (no attribute asked in three tries,
+        // say); the next scene will.
+        loop {
+            let group = self.try_group(questions);
+            if !group.is_empty() {
+                return group;
+            }
+        }
+    }
+
+    fn try_group(&mut self, questions: usize) -> Vec<Example> {
         let weights = self.weights();
         let group_weights = [
             if weights[..5].iter().any(|&w| w > 0) { GROUP_WEIGHTS[0] } else { 0 },
@@ -89,7 +100,9 @@ impl Generator {
                 out
             }
             1 => {
-                let (a, b) = (scene_needing(rng, config, 1), scene_needing(rng, config, 1));
+                // Counts must be able to differ, whatever the config's range of objects.
+                let (min, max) = (config.min_objects.max(1), config.max_objects.max(config.min_objects + 1).max(2));
+                let (a, b) = (scene_with(rng, config, min, max), scene_with(rng, config, min, max));
                 let mut out: Vec<Built> = Vec::new();
                 for _ in 0..questions * 3 {
                     let (kind, want_yes) = (rng.weighted(&[5, 2, 3]), rng.chance(0.5));
@@ -401,7 +414,9 @@ fn multi_image(rng: &mut Rng, config: &SceneConfig) -> Built {
     let kind = rng.weighted(&[5, 2, 3]);
     let want_yes = rng.chance(0.5);
     loop {
-        let (a, b) = (scene_needing(rng, config, 1), scene_needing(rng, config, 1));
+        // Counts must be able to differ, whatever the config's range of objects.
+        let (min, max) = (config.min_objects.max(1), config.max_objects.max(config.min_objects + 1).max(2));
+        let (a, b) = (scene_with(rng, config, min, max), scene_with(rng, config, min, max));
         if let Some(q) = ask_multi_image(rng, &a, &b, kind, want_yes) {
             return Built::new(Task::MultiImage, vec![a, b], q.question, q.answer);
         }
