@@ -349,6 +349,49 @@ mod tests {
         let _ = std::fs::remove_dir_all(&out);
     }
 
+    /// One example's loss and gradients on the built-in model equal transformers' autograd
+    /// (tests/fixtures/builtin/grads.safetensors, from scripts/fixtures/train_grads.py).
+    #[test]
+    fn gradients_match_transformers() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let fixture = root.join("tests/fixtures/builtin/grads.safetensors");
+        let want = candle_core::safetensors::load(&fixture, &Device::Cpu).unwrap();
+        let out = std::env::temp_dir().join(format!("ocular-grads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let config = TrainConfig { out: out.clone(), base: Some(root.join("models/builtin")), ..Default::default() };
+        let trainer = Trainer::new(config, false).unwrap();
+        let example = super::super::scenes::Example {
+            kind: super::super::scenes::Task::Attribute,
+            images: vec![::image::open(root.join("examples/scene.png")).unwrap().to_rgb8()],
+            video: None,
+            question: "What colour is the square?".into(),
+            answer: "blue".into(),
+            target_box: None,
+        };
+        let s = sample(&trainer.model, &trainer.template, &[example]).unwrap();
+        let ids: Vec<u32> = want["ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
+        assert_eq!(s.prepared.ids, ids, "the rendered example differs from transformers'");
+        let (sum, n) = trainer.loss(&[s]).unwrap();
+        let loss = (sum / n as f64).unwrap();
+        let (ours, theirs) = (loss.to_scalar::<f32>().unwrap(), want["loss"].to_vec1::<f32>().unwrap()[0]);
+        assert!((ours - theirs).abs() < 1e-5, "loss {ours} vs transformers' {theirs}");
+        let grads = loss.backward().unwrap();
+        let mut compared = 0;
+        for (name, var) in trainer.varmap.data().lock().unwrap().iter() {
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+            let theirs = want[&format!("norm.{name}")].to_vec1::<f32>().unwrap()[0];
+            let ours = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
+            assert!((ours - theirs).abs() <= 1e-3 * theirs + 1e-9, "{name}: gradient norm {ours} vs {theirs}");
+            if let Some(full) = want.get(&format!("grad.{name}")) {
+                let gap = (g - full).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(gap <= 1e-3 * theirs.max(1e-6), "{name}: gradients differ by up to {gap}");
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 7, "every whole gradient in the fixture was compared");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
     /// A new tiny model's trainer in a fresh folder (removed by the caller).
     fn one_step_trainer(name: &str) -> (Trainer, PathBuf) {
         let out = std::env::temp_dir().join(format!("ocular-{name}-{}", std::process::id()));
