@@ -22,7 +22,9 @@ loss alone, the vision tower learns each token's colour (cross-entropy 0.15-0.22
 but not its shape (still at chance, 1.02 vs 1.10, even with objects twice as large on a
 224-pixel canvas): the tiny from-scratch ViT does not learn shape fast, and binding waits on
 it. With patch_size 7 (labels per 14-pixel token) shape does start to fall (0.82 by step
-160, against ~0.96 with patch 14 from the same transformers init). Next to try: a vision warm-up stage that teaches shape directly (whole-object crops or
+160, against ~0.96 with patch 14 from the same transformers init), and bind3 with patch 7
+and --aux 1 reaches loss ~1.2-1.4 by step 300-500 (half-way to "one of the three colours
+present", nowhere near solved). Next to try: a vision warm-up stage that teaches shape directly (whole-object crops or
 per-object labels pooled over the object's tokens), a wider ViT, a smaller patch.
 """
 
