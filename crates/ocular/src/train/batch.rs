@@ -75,7 +75,12 @@ fn single(model: &Qwen2Vl, template: &ChatTemplate, example: &Example, media: &M
 /// Packs `group` (examples sharing the same media, as [`super::scenes::Generator::group`]
 /// makes them) into one training sequence.
 pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Result<Sample> {
-    let first = group.first().ok_or_else(|| Error::Invalid("empty example group".into()))?;
+    let first = group.first().ok_or_else(|| {
+        Error::Invalid(
+            "the data config yields no questions for its tasks (check [data] tasks, object counts and canvas sides)"
+                .into(),
+        )
+    })?;
     let media = media(first);
     let singles: Vec<Single> = group.iter().map(|e| single(model, template, e, &media)).collect::<Result<_>>()?;
     // The shared prefix stops before any branch's first scored row.

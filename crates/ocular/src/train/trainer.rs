@@ -356,7 +356,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let fixture = root.join("tests/fixtures/builtin/grads.safetensors");
         let want = candle_core::safetensors::load(&fixture, &Device::Cpu).unwrap();
-        let out = std::env::temp_dir().join(format!("ocular-grads-{}", std::process::id()));
+        let out = std::env::temp_dir().join(format!("ocular-grad-parity-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
         let config = TrainConfig { out: out.clone(), base: Some(root.join("models/builtin")), ..Default::default() };
         let trainer = Trainer::new(config, false).unwrap();

@@ -57,13 +57,15 @@ impl Generator {
     /// Tasks and scenes follow the same builders as [`Generator::example`].
     pub fn group(&mut self, questions: usize) -> Vec<Example> {
         // A scene may offer none of the allowed questions (no attribute asked in three tries,
-        // say); the next scene will.
-        loop {
+        // say); the next scene will. A config that never yields one ends with an empty group,
+        // which the trainer reports, rather than drawing forever.
+        for _ in 0..1000 {
             let group = self.try_group(questions);
             if !group.is_empty() {
                 return group;
             }
         }
+        Vec::new()
     }
 
     fn try_group(&mut self, questions: usize) -> Vec<Example> {
@@ -100,9 +102,7 @@ impl Generator {
                 out
             }
             1 => {
-                // Counts must be able to differ, whatever the config's range of objects.
-                let (min, max) = (config.min_objects.max(1), config.max_objects.max(config.min_objects + 1).max(2));
-                let (a, b) = (scene_with(rng, config, min, max), scene_with(rng, config, min, max));
+                let (a, b) = scene_pair(rng, config);
                 let mut out: Vec<Built> = Vec::new();
                 for _ in 0..questions * 3 {
                     let (kind, want_yes) = (rng.weighted(&[5, 2, 3]), rng.chance(0.5));
@@ -410,13 +410,18 @@ fn ask_grounding(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
     Some(Asked { question: say::locate(rng, &o.name()), answer, target_box: Some(bbox) })
 }
 
+/// Two scenes for a multi-image question. Their object counts can always differ, whatever the
+/// config's range of objects, so a comparison question can always be posed.
+fn scene_pair(rng: &mut Rng, config: &SceneConfig) -> (Scene, Scene) {
+    let (min, max) = (config.min_objects.max(1), config.max_objects.max(config.min_objects + 1).max(2));
+    (scene_with(rng, config, min, max), scene_with(rng, config, min, max))
+}
+
 fn multi_image(rng: &mut Rng, config: &SceneConfig) -> Built {
     let kind = rng.weighted(&[5, 2, 3]);
     let want_yes = rng.chance(0.5);
     loop {
-        // Counts must be able to differ, whatever the config's range of objects.
-        let (min, max) = (config.min_objects.max(1), config.max_objects.max(config.min_objects + 1).max(2));
-        let (a, b) = (scene_with(rng, config, min, max), scene_with(rng, config, min, max));
+        let (a, b) = scene_pair(rng, config);
         if let Some(q) = ask_multi_image(rng, &a, &b, kind, want_yes) {
             return Built::new(Task::MultiImage, vec![a, b], q.question, q.answer);
         }
