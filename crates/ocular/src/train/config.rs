@@ -32,13 +32,16 @@ pub struct ModelShape {
     pub vision_heads: usize,
     /// MLP width over attention width (an integer: transformers' config requires one).
     pub vision_mlp_ratio: usize,
+    /// Pixels per side of a vision patch (14 in Qwen2-VL; smaller sees finer shapes, at the
+    /// cost of four times the tokens per halving).
+    pub vision_patch_size: usize,
     pub text_layers: usize,
     pub text_hidden: usize,
     pub text_heads: usize,
     pub text_kv_heads: usize,
     pub text_intermediate: usize,
     pub rope_theta: f64,
-    /// Images are resized to within these many pixels (multiples of 28 x 28).
+    /// Images are resized to within these many pixels (multiples of (2 x patch size) squared).
     pub min_pixels: u64,
     pub max_pixels: u64,
 }
@@ -89,6 +92,7 @@ impl Default for ModelShape {
             vision_width: 128,
             vision_heads: 4,
             vision_mlp_ratio: 2,
+            vision_patch_size: 14,
             text_layers: 4,
             text_hidden: 256,
             text_heads: 4,
@@ -148,6 +152,9 @@ impl TrainConfig {
                 "model.text_hidden {} must split into text_heads {} heads of a multiple of 4",
                 m.text_hidden, m.text_heads
             ));
+        }
+        if m.vision_patch_size < 2 {
+            return Err(format!("model.vision_patch_size {} must be at least 2", m.vision_patch_size));
         }
         if m.vocab_size < 300 {
             return Err(format!(

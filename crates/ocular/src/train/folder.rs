@@ -24,7 +24,7 @@ pub fn write_new(dir: &Path, config: &TrainConfig) -> Result<()> {
     tokenizer::save(&tok, dir)?;
     let id = |t: &str| tok.token_to_id(t).expect("special tokens are added");
     write_json(dir, "config.json", &model_config(m, &id))?;
-    write_json(dir, "processor_config.json", &processor_config(m.min_pixels, m.max_pixels))?;
+    write_json(dir, "processor_config.json", &processor_config(m))?;
     let eos = [id("<|im_end|>"), id("<|endoftext|>")];
     let generation = json!({"bos_token_id": id("<|endoftext|>"), "eos_token_id": eos, "pad_token_id": id("<|endoftext|>"), "do_sample": false});
     write_json(dir, "generation_config.json", &generation)
@@ -85,22 +85,22 @@ fn model_config(m: &ModelShape, id: &dyn Fn(&str) -> u32) -> Value {
             "mlp_ratio": m.vision_mlp_ratio,
             "num_heads": m.vision_heads,
             "in_channels": 3,
-            "patch_size": 14,
+            "patch_size": m.vision_patch_size,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
         },
     })
 }
 
-fn processor_config(min_pixels: u64, max_pixels: u64) -> Value {
+fn processor_config(m: &ModelShape) -> Value {
     let common = json!({
         "do_resize": true, "resample": 3, "do_rescale": true, "rescale_factor": 1.0 / 255.0,
         "do_normalize": true, "do_convert_rgb": true,
         // Grey maps to equal values in every channel, which the patch embedding's initial
         // filters (zero-sum, see trainer::init_weights) do not see: only colour and edges do.
         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-        "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-        "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        "patch_size": m.vision_patch_size, "temporal_patch_size": 2, "merge_size": 2,
+        "size": {"shortest_edge": m.min_pixels, "longest_edge": m.max_pixels},
     });
     let with = |kind: &str, name: &str| {
         let mut v = common.clone();

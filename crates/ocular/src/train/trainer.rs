@@ -273,6 +273,29 @@ mod tests {
     #[test]
     fn the_saved_model_computes_what_training_computed() {
         let (trainer, out) = one_step_trainer("modes");
+        saved_model_matches_training(&trainer, &out);
+    }
+
+    /// A smaller vision patch (finer shapes) makes a model folder that transformers' layout
+    /// describes and Ocular loads and runs as it trained.
+    #[test]
+    fn a_smaller_patch_size_trains_and_loads() {
+        let out = std::env::temp_dir().join(format!("ocular-patch7-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut config = tiny(&out, 1);
+        config.model.vision_patch_size = 7;
+        config.model.min_pixels = 14 * 14;
+        config.model.max_pixels = 28 * 28 * 4;
+        let trainer = Trainer::new(config, false).unwrap();
+        let read = |f: &str| {
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
+        };
+        assert_eq!(read("config.json")["vision_config"]["patch_size"], 7);
+        assert_eq!(read("processor_config.json")["image_processor"]["patch_size"], 7);
+        saved_model_matches_training(&trainer, &out);
+    }
+
+    fn saved_model_matches_training(trainer: &Trainer, out: &Path) {
         trainer.varmap.save(out.join("model.safetensors")).unwrap();
         let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
         let mut gen = Generator::new(9, trainer.config.data.clone());
