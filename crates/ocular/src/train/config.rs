@@ -165,3 +165,17 @@ impl TrainConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_smaller_than_two_pixels_is_refused_by_name() {
+        let mut config = TrainConfig::default();
+        assert!(config.validate().is_ok());
+        config.model.vision_patch_size = 1;
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("model.vision_patch_size 1"), "{e}");
+    }
+}
