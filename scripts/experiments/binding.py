@@ -6,31 +6,37 @@ question kind at a time, and prints the answer loss, the batch accuracy of the f
 token, and the mean norm of the vision features, every 20 steps.
 
     .venv-ref/bin/python scripts/experiments/binding.py MODEL_DIR TASK [--steps N] [--lr X]
-        [--aux W]
+        [--aux W] [--text-first] [--vision-only OUT]
 
 TASK: `colour1` (one circle: "What colour is the circle?"), `exist3` (three objects: "Is
 there a red object?"), `bind3` (three objects: "What colour is the square?").
 --aux W adds W x a dense auxiliary loss: a throwaway linear head on every merged vision token
 predicts the colour and shape of the object under it (or background).
 
+--text-first puts the question before the image in the prompt. --vision-only OUT trains the
+vision tower alone on the dense loss and saves the model (and the head, head.pt, which a
+later run with --aux picks up) to OUT.
+
 Measured (2 cores, batch 16, lr 1e-3, from an `ocular train` init): colour1 reaches 100% in
 ~40-60 steps; exist3 and bind3 stay at chance for 300-1500 steps while the feature norm
-grows to ~100-500; a lower lr, a one-object warm-up, capping the merger's weight norms, a
-feature-norm penalty and text-before-image did not help. --aux 1 keeps the norm at ~15-25
-and bind3 leaves chance only slowly (loss 1.8 -> ~1.45 by step 700). Trained on the auxiliary
-loss alone, the vision tower learns each token's colour (cross-entropy 0.15-0.22 by step 200)
-but not its shape (still at chance, 1.02 vs 1.10, even with objects twice as large on a
-224-pixel canvas): the tiny from-scratch ViT does not learn shape fast, and binding waits on
-it. With patch_size 7 (labels per 14-pixel token) shape does start to fall (0.82 by step
-160, against ~0.96 with patch 14 from the same transformers init), and bind3 with patch 7
-and --aux 1 reaches loss ~1.2-1.4 by step 300-500 (half-way to "one of the three colours
-present", nowhere near solved). Next to try: a vision warm-up stage that teaches shape directly (whole-object crops or
-per-object labels pooled over the object's tokens), a wider ViT, a smaller patch.
+grows to ~100-500; a lower lr, a one-object warm-up, capping the merger's weight norms and a
+feature-norm penalty did not help. --aux 1 keeps the norm at ~15-25 but bind3 leaves chance
+only slowly (loss 1.8 -> ~1.5 by step 600).
+With shape labelled only at the token holding each object's centre (a token at an object's
+edge cannot tell its shape), --vision-only learns shape: 0.45 by step 850 and 0.14 by step
+2000 (chance 1.10), colour 0.12, at ~0.2 s a step.
+Two findings together make bind3 learnable:
+- a vision tower that already knows shape (the --vision-only output) is not enough with the
+  image first: bind3 with --aux 1 is still at loss ~1.45 after 560 steps;
+- with --text-first as well (every vision token can attend to the question), bind3 turns at
+  step ~250 and sits at loss 0.2-0.6, accuracy 0.8-0.94, over steps 300-580.
+`ocular train` does both: its `[dense]` stage and the question-first chat template.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 
@@ -87,7 +93,8 @@ def example(task: str):
 
 
 def token_labels(objs, grid: int) -> tuple[list[int], list[int]]:
-    """Colour (len(NAMES) = background) and shape (-100 = none) of the object under each token."""
+    """Colour (len(NAMES) = background) of the object under each token; shape (-100 = none)
+    at the token holding each object's centre."""
     colours, shapes = [], []
     for t in range(grid * grid):
         cy, cx = (t // grid) * CELL + CELL // 2, (t % grid) * CELL + CELL // 2
@@ -97,8 +104,41 @@ def token_labels(objs, grid: int) -> tuple[list[int], list[int]]:
             if overlap > 60 and (best is None or overlap > best[0]):
                 best = (overlap, NAMES.index(c), SHAPES.index(s))
         colours.append(best[1] if best else len(NAMES))
-        shapes.append(best[2] if best else -100)
+        shapes.append(-100)
+    for (x0, y0, x1, y1), _, s in objs:
+        shapes[int((y0 + y1) / 2 // CELL) * grid + int((x0 + x1) / 2 // CELL)] = SHAPES.index(s)
     return colours, shapes
+
+
+def dense_loss(head, features, batch, grid):
+    labels = [token_labels(b[1], grid) for b in batch]
+    colours = torch.tensor([c for c, _ in labels]).reshape(-1)
+    shapes = torch.tensor([s for _, s in labels]).reshape(-1)
+    out = head(features)
+    colour = torch.nn.functional.cross_entropy(out[:, : len(NAMES) + 1], colours)
+    shape = torch.nn.functional.cross_entropy(out[:, len(NAMES) + 1:], shapes, ignore_index=-100)
+    return colour, shape
+
+
+def vision_only(model, processor, head, opt, args, grid) -> None:
+    start = time.time()
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, (step + 1) / 30)
+        batch = [scene(3) for _ in range(args.batch)]
+        inputs = processor.image_processor(images=[b[0] for b in batch], return_tensors="pt")
+        out = model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
+        features = out if torch.is_tensor(out) else out.pooler_output
+        colour, shape = dense_loss(head, features, batch, grid)
+        opt.zero_grad()
+        (colour + shape).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == args.steps - 1:
+            print(f"{step:5d} colour {colour.item():.3f} shape {shape.item():.3f} {time.time() - start:.0f}s", flush=True)
+    model.save_pretrained(args.vision_only)
+    processor.save_pretrained(args.vision_only)
+    torch.save(head.state_dict(), f"{args.vision_only}/head.pt")
 
 
 def main() -> None:
@@ -110,6 +150,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--aux", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--text-first", action="store_true")
+    ap.add_argument("--vision-only", metavar="OUT")
     args = ap.parse_args()
     random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -119,16 +161,20 @@ def main() -> None:
     features = {}
     model.model.visual.merger.register_forward_hook(lambda _m, _i, out: features.__setitem__("v", out))
     head = torch.nn.Linear(model.config.vision_config.hidden_size, len(NAMES) + 1 + len(SHAPES))
+    if os.path.exists(f"{args.model}/head.pt"):
+        head.load_state_dict(torch.load(f"{args.model}/head.pt"))
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=args.lr,
                             betas=(0.9, 0.95), weight_decay=0.1)
     grid = SIDE // CELL
+    if args.vision_only:
+        return vision_only(model, processor, head, opt, args, grid)
     start = time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = args.lr * min(1.0, (step + 1) / 30)
         batch = [example(args.task) for _ in range(args.batch)]
         texts = [processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+            [{"role": "user", "content": [{"type": "text", "text": q}, {"type": "image"}][:: 1 if args.text_first else -1]}],
             add_generation_prompt=True) for _, _, q, _ in batch]
         inputs = processor(images=[b[0] for b in batch], text=texts, return_tensors="pt", padding=True)
         target = torch.tensor([tok.encode(b[3])[0] for b in batch])
@@ -139,13 +185,8 @@ def main() -> None:
         loss = answer_loss
         aux = torch.tensor(0.0)
         if args.aux > 0:
-            labels = [token_labels(b[1], grid) for b in batch]
-            colours = torch.tensor([c for c, _ in labels]).reshape(-1)
-            shapes = torch.tensor([s for _, s in labels]).reshape(-1)
-            out = head(features["v"])
-            aux = torch.nn.functional.cross_entropy(out[:, : len(NAMES) + 1], colours)
-            if (shapes >= 0).any():
-                aux = aux + torch.nn.functional.cross_entropy(out[:, len(NAMES) + 1:], shapes, ignore_index=-100)
+            colour, shape = dense_loss(head, features["v"], batch, grid)
+            aux = colour + shape
             loss = loss + args.aux * aux
         opt.zero_grad()
         loss.backward()

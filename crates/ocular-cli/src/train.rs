@@ -55,6 +55,10 @@ pub fn main(args: Args) -> Result<()> {
             p.tokens_per_sec,
             duration(p.eta_secs)
         );
+        let line = match p.dense_loss {
+            Some(d) => format!("{line}  dense {d:.4}"),
+            None => line,
+        };
         if let Some(e) = p.eval_loss {
             eprintln!("{}{line}  held-out loss {e:.4}", if terminal { "\r" } else { "" });
         } else if terminal {

@@ -2,10 +2,12 @@
 //! template and prepared exactly as at inference time, with the answer's tokens (through the
 //! closing `<|im_end|>`, so the model learns to stop) as targets; only answer tokens are scored.
 //!
-//! Examples about the same media are packed into one sequence: the shared prefix (the image
-//! and the template around it) once, then each example's own tokens, each attending to the
-//! prefix and to itself only, at the positions it would have alone. The vision tower runs once
-//! for several answers, and every answer is trained exactly as if it were asked by itself.
+//! Examples about the same media are packed into one sequence: the shared prefix (the
+//! template, and the image when it comes before the question) once, then each example's own
+//! tokens, each attending to the prefix and to itself only, at the positions it would have
+//! alone. Every answer is trained exactly as if it were asked by itself. When the question
+//! comes first (as in the template `ocular train` writes), each branch holds its own copy of
+//! the image tokens, since what they compute depends on the question before them.
 
 use candle_core::{Device, Tensor};
 
@@ -103,7 +105,16 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
         branches.push(start..ids.len());
     }
     let mask = branch_mask(ids.len(), prefix, &branches, model.device())?;
-    let media_inputs = singles.into_iter().next().map(|s| s.prepared.media).unwrap_or_default();
+    // Media placed after the question (a question-first template) fall in each branch rather
+    // than in the shared prefix: then every branch carries its own copy of them.
+    let config = model.config();
+    let in_prefix =
+        singles[0].prepared.ids[..prefix].iter().any(|&t| t == config.image_token_id || t == config.video_token_id);
+    let media_inputs = if in_prefix {
+        singles.into_iter().next().map(|s| s.prepared.media).unwrap_or_default()
+    } else {
+        singles.into_iter().flat_map(|s| s.prepared.media).collect()
+    };
     Ok(Sample { prepared: Prepared { ids, media: media_inputs }, positions, mask, rows, targets })
 }
 

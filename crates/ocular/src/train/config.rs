@@ -20,6 +20,25 @@ pub struct TrainConfig {
     pub model: ModelShape,
     pub data: SceneConfig,
     pub optim: Optim,
+    pub dense: Dense,
+}
+
+/// Dense supervision of the vision tower (see `train::dense`): a throwaway head on every merged
+/// vision token learns the colour of the object under it and, at each object's centre token,
+/// its shape. Questions alone teach a small from-scratch vision tower shape far too slowly.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dense {
+    /// Steps that train only the vision tower on the dense labels, before the first question.
+    pub warmup_steps: usize,
+    /// Scenes per warm-up step.
+    pub warmup_batch_size: usize,
+    /// Scenes per question step, when `weight` > 0 (fewer: the answers carry most of the step).
+    pub batch_size: usize,
+    /// Learning rate of the dense-only steps (constant after a short linear ramp).
+    pub lr: f64,
+    /// Weight of the dense loss added to the answer loss on question steps (0: none).
+    pub weight: f64,
 }
 
 /// The shape of a new Qwen2-VL-architecture model (ignored when fine-tuning).
@@ -80,6 +99,7 @@ impl Default for TrainConfig {
             model: ModelShape::default(),
             data: SceneConfig::default(),
             optim: Optim::default(),
+            dense: Dense::default(),
         }
     }
 }
@@ -126,6 +146,19 @@ impl Default for Optim {
     }
 }
 
+impl Default for Dense {
+    fn default() -> Self {
+        Self { warmup_steps: 0, warmup_batch_size: 16, batch_size: 4, lr: 1e-3, weight: 0.0 }
+    }
+}
+
+impl Dense {
+    /// Whether any step uses the dense head.
+    pub fn enabled(&self) -> bool {
+        self.warmup_steps > 0 || self.weight > 0.0
+    }
+}
+
 impl TrainConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::model_file(path, e))?;
@@ -151,6 +184,13 @@ impl TrainConfig {
             return Err(format!(
                 "model.text_hidden {} must split into text_heads {} heads of a multiple of 4",
                 m.text_hidden, m.text_heads
+            ));
+        }
+        let d = &self.dense;
+        if d.enabled() && (d.batch_size == 0 || d.warmup_batch_size == 0 || !(d.lr > 0.0) || !(d.weight >= 0.0)) {
+            return Err(format!(
+                "dense.batch_size {} and dense.warmup_batch_size {} must be at least 1, dense.lr {} positive and dense.weight {} not negative",
+                d.batch_size, d.warmup_batch_size, d.lr, d.weight
             ));
         }
         if m.vision_patch_size < 2 {

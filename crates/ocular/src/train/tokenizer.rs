@@ -30,7 +30,11 @@ pub const SPECIAL_TOKENS: [&str; 14] = [
     "<|video_pad|>",
 ];
 
-/// Qwen2-VL's chat template (system prompt by default, a vision span per image or video).
+/// Qwen2-VL's chat template (system prompt by default, a vision span per image or video),
+/// except that a user turn's text comes before its images and videos: with the question
+/// first, each vision token can already attend to it, and a small model trained from scratch
+/// learns to find the object a question names within a few hundred steps instead of staying
+/// at chance (measured in scripts/experiments/binding.py).
 pub const CHAT_TEMPLATE: &str = include_str!("qwen2_vl_chat_template.jinja");
 
 /// Trains a tokenizer of `vocab_size` entries (special tokens included) on the questions and
@@ -103,5 +107,19 @@ mod tests {
         assert_eq!(tok.decode(ids.get_ids(), false).unwrap(), text);
         // Scene words are whole tokens, not bytes.
         assert!(tok.encode("square", false).unwrap().get_ids().len() <= 2);
+    }
+
+    #[test]
+    fn the_chat_template_puts_the_question_before_the_media() {
+        use crate::prompt::{ChatTemplate, Message};
+        let template = ChatTemplate::new(CHAT_TEMPLATE.to_string()).unwrap();
+        let text = template.render(&[Message::user_with_media("Which has more?", 2, 0)], true, None, None).unwrap();
+        let pad = "<|vision_start|><|image_pad|><|vision_end|>";
+        assert_eq!(
+            text,
+            format!(
+                "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhich has more?{pad}{pad}<|im_end|>\n<|im_start|>assistant\n"
+            )
+        );
     }
 }

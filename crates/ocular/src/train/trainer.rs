@@ -10,6 +10,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::batch::{sample, Sample};
 use super::config::TrainConfig;
+use super::dense::{self, DenseHead};
 use super::folder;
 use super::optim::{learning_rate, AdamW};
 use super::scenes::Generator;
@@ -21,6 +22,9 @@ use crate::models::qwen2_vl::{Layout, Qwen2Vl};
 use crate::prompt::{ChatTemplate, TextTokenizer};
 use crate::rng::splitmix64;
 
+/// The dense head's variables in a checkpoint (the finished model folder leaves them out).
+const DENSE_HEAD_FILE: &str = "dense_head.safetensors";
+
 /// What the loop reports after each step.
 #[derive(Debug, Clone)]
 pub struct Progress {
@@ -29,6 +33,8 @@ pub struct Progress {
     pub loss: f32,
     pub lr: f64,
     pub grad_norm: f64,
+    /// The dense vision loss (see `train::dense`) on steps that compute it.
+    pub dense_loss: Option<f32>,
     pub tokens_per_sec: f64,
     pub eta_secs: f64,
     /// Mean loss on held-out examples, on the steps that measure it.
@@ -88,6 +94,8 @@ pub struct Trainer {
     varmap: VarMap,
     template: ChatTemplate,
     optimizer: AdamW,
+    /// The dense head and its variables, which the saved model leaves out.
+    dense: Option<(DenseHead, VarMap)>,
     out: PathBuf,
 }
 
@@ -127,14 +135,31 @@ impl Trainer {
         } else {
             init_weights(&varmap, config.seed)?;
         }
-        let mut vars: Vec<(String, Var)> =
-            varmap.data().lock().expect("var map lock").iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        let dense = if config.dense.enabled() {
+            let head_vars = VarMap::new();
+            let vb = VarBuilder::from_varmap(&head_vars, DType::F32, &Device::Cpu);
+            let head = DenseHead::new(vb, model.config().text.hidden_size)?;
+            if resuming {
+                load_into(&head_vars, &[checkpoint.join(DENSE_HEAD_FILE)])?;
+            } else {
+                init_weights(&head_vars, config.seed)?;
+            }
+            Some((head, head_vars))
+        } else {
+            None
+        };
+        let mut vars: Vec<(String, Var)> = std::iter::once(&varmap)
+            .chain(dense.as_ref().map(|(_, v)| v))
+            .flat_map(|m| {
+                m.data().lock().expect("var map lock").iter().map(|(n, v)| (n.clone(), v.clone())).collect::<Vec<_>>()
+            })
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let mut optimizer = AdamW::new(vars)?;
         if resuming {
             optimizer.load(&checkpoint.join("optimizer.safetensors"))?;
         }
-        Ok(Self { config, model, varmap, template, optimizer, out })
+        Ok(Self { config, model, varmap, template, optimizer, dense, out })
     }
 
     pub fn step(&self) -> usize {
@@ -176,37 +201,69 @@ impl Trainer {
         Ok(sum.to_scalar::<f32>()? / n as f32)
     }
 
-    /// Trains to `optim.steps`, calling `report` after every step. Returns the model folder.
+    /// The dense loss on step `step`'s scenes, when the run has a dense head.
+    fn dense_loss(&self, step: usize) -> Result<Option<Tensor>> {
+        let Some((head, _)) = &self.dense else { return Ok(None) };
+        let d = &self.config.dense;
+        let n = if step < d.warmup_steps { d.warmup_batch_size } else { d.batch_size };
+        let scenes = dense::scenes(self.config.seed, step as u64, &self.config.data, n);
+        Ok(Some(head.loss(&self.model, &scenes)?))
+    }
+
+    /// Trains `dense.warmup_steps` vision-only steps, then `optim.steps` question steps,
+    /// calling `report` after every step. Returns the model folder.
     pub fn run(&mut self, report: &mut dyn FnMut(&Progress)) -> Result<PathBuf> {
         let o = self.config.optim.clone();
+        let d = self.config.dense.clone();
+        let total = d.warmup_steps + o.steps;
         let start = Instant::now();
         let first = self.optimizer.step;
         let mut tokens = 0usize;
-        while self.optimizer.step < o.steps {
+        while self.optimizer.step < total {
             let step = self.optimizer.step;
-            let samples = self.samples(&mut generator(&self.config, step as u64), o.batch_size)?;
-            tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
-            let (sum, n) = self.loss(&samples)?;
-            let loss = (sum / n as f64)?;
-            let mut grads = loss.backward()?;
+            let (loss, dense_loss, lr) = if step < d.warmup_steps {
+                let loss = self.dense_loss(step)?.expect("warm-up steps imply a dense head");
+                // A short linear ramp, then constant: the warm-up is a stage of its own.
+                let lr = d.lr * ((step + 1) as f64 / 50.0).min(1.0);
+                (loss.clone(), Some(loss), lr)
+            } else {
+                let step = step - d.warmup_steps;
+                let samples = self.samples(&mut generator(&self.config, step as u64), o.batch_size)?;
+                tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
+                let (sum, n) = self.loss(&samples)?;
+                let answers = (sum / n as f64)?;
+                let dense_loss = if d.weight > 0.0 { self.dense_loss(d.warmup_steps + step)? } else { None };
+                (answers, dense_loss, learning_rate(&o, step))
+            };
+            // `loss` is what the step reports: the dense loss in the warm-up, the answers' after.
+            let objective = match (&dense_loss, step < d.warmup_steps) {
+                (Some(extra), false) => (&loss + (extra * d.weight)?)?,
+                _ => loss.clone(),
+            };
+            let mut grads = objective.backward()?;
             let grad_norm = self.optimizer.clip(&mut grads, o.grad_clip)?;
-            let lr = learning_rate(&o, step);
             self.optimizer.apply(&grads, &o, lr)?;
             let done = self.optimizer.step;
-            let eval_loss = if o.eval_every > 0 && done % o.eval_every == 0 { Some(self.eval_loss()?) } else { None };
-            if o.checkpoint_every > 0 && done % o.checkpoint_every == 0 && done < o.steps {
+            let questions_done = done.saturating_sub(d.warmup_steps);
+            let eval_loss = if o.eval_every > 0 && questions_done > 0 && questions_done % o.eval_every == 0 {
+                Some(self.eval_loss()?)
+            } else {
+                None
+            };
+            if o.checkpoint_every > 0 && done % o.checkpoint_every == 0 && done < total {
                 self.checkpoint()?;
             }
             let elapsed = start.elapsed().as_secs_f64();
             let rate = (done - first) as f64 / elapsed.max(1e-9);
             report(&Progress {
                 step: done,
-                steps: o.steps,
+                steps: total,
                 loss: loss.to_scalar::<f32>()?,
                 lr,
                 grad_norm,
+                dense_loss: dense_loss.map(|t| t.to_scalar::<f32>()).transpose()?,
                 tokens_per_sec: tokens as f64 / elapsed.max(1e-9),
-                eta_secs: (o.steps - done) as f64 / rate.max(1e-9),
+                eta_secs: (total - done) as f64 / rate.max(1e-9),
                 eval_loss,
             });
         }
@@ -221,6 +278,9 @@ impl Trainer {
         std::fs::create_dir_all(&dir).map_err(|e| Error::model_file(&dir, e))?;
         self.varmap.save(dir.join("model.safetensors"))?;
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
+        if let Some((_, head_vars)) = &self.dense {
+            head_vars.save(dir.join(DENSE_HEAD_FILE))?;
+        }
         Ok(())
     }
 }
@@ -239,209 +299,5 @@ fn load_into(varmap: &VarMap, files: &[PathBuf]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tiny(out: &Path, steps: usize) -> TrainConfig {
-        let mut c = TrainConfig { out: out.to_path_buf(), seed: 3, ..Default::default() };
-        c.model = super::super::config::ModelShape {
-            vocab_size: 400,
-            vision_depth: 1,
-            vision_width: 32,
-            vision_heads: 2,
-            text_layers: 1,
-            text_hidden: 64,
-            text_heads: 4,
-            text_kv_heads: 2,
-            text_intermediate: 128,
-            min_pixels: 28 * 28,
-            max_pixels: 56 * 56,
-            ..Default::default()
-        };
-        c.data.max_side = 160;
-        c.optim.steps = steps;
-        c.optim.batch_size = 2;
-        c.optim.lr = 3e-3;
-        c.optim.warmup_steps = 2;
-        c.optim.eval_every = 0;
-        c.optim.checkpoint_every = 0;
-        c
-    }
-
-    /// Training computes with differentiable (composed) kernels, inference with fused ones:
-    /// the saved model must answer as it trained.
-    #[test]
-    fn the_saved_model_computes_what_training_computed() {
-        let (trainer, out) = one_step_trainer("modes");
-        saved_model_matches_training(&trainer, &out);
-    }
-
-    /// A smaller vision patch (finer shapes) makes a model folder that transformers' layout
-    /// describes and Ocular loads and runs as it trained.
-    #[test]
-    fn a_smaller_patch_size_trains_and_loads() {
-        let out = std::env::temp_dir().join(format!("ocular-patch7-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        let mut config = tiny(&out, 1);
-        config.model.vision_patch_size = 7;
-        config.model.min_pixels = 14 * 14;
-        config.model.max_pixels = 28 * 28 * 4;
-        let trainer = Trainer::new(config, false).unwrap();
-        let read = |f: &str| {
-            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
-        };
-        assert_eq!(read("config.json")["vision_config"]["patch_size"], 7);
-        assert_eq!(read("processor_config.json")["image_processor"]["patch_size"], 7);
-        saved_model_matches_training(&trainer, &out);
-    }
-
-    fn saved_model_matches_training(trainer: &Trainer, out: &Path) {
-        trainer.varmap.save(out.join("model.safetensors")).unwrap();
-        let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
-        let mut gen = Generator::new(9, trainer.config.data.clone());
-        for _ in 0..3 {
-            let group = gen.group(1);
-            let s = sample(&trainer.model, &trainer.template, &group).unwrap();
-            let trained = trainer.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows).unwrap();
-            let trained = trained.to_vec2::<f32>().unwrap().remove(0);
-            let mut prompt = s.prepared.clone();
-            prompt.ids.truncate(s.rows[0] as usize + 1);
-            let inferred = pipeline.last_logits(&prompt).unwrap();
-            let gap = inferred.iter().zip(&trained).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-            assert!(gap < 1e-4, "{:?}: training and the saved model differ by {gap}", group[0].kind);
-        }
-        let _ = std::fs::remove_dir_all(&out);
-    }
-
-    #[test]
-    fn every_parameter_gets_a_gradient() {
-        let (trainer, out) = one_step_trainer("grads");
-        let mut gen = Generator::new(5, trainer.config.data.clone());
-        let samples = trainer.samples(&mut gen, 2).unwrap();
-        let (sum, n) = trainer.loss(&samples).unwrap();
-        let grads = (sum / n as f64).unwrap().backward().unwrap();
-        let data = trainer.varmap.data().lock().unwrap();
-        let mut without: Vec<&String> = Vec::new();
-        for (name, var) in data.iter() {
-            let norm =
-                grads.get(var.as_tensor()).map(|g| g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
-            if !norm.is_some_and(|n| n > 0.0) {
-                without.push(name);
-            }
-        }
-        assert!(without.is_empty(), "no gradient reaches {without:?}");
-        let _ = std::fs::remove_dir_all(&out);
-    }
-
-    #[test]
-    fn packed_answers_score_as_if_asked_alone() {
-        use crate::models::VisionLanguageModel;
-        let (trainer, out) = one_step_trainer("pack");
-        let (model, template) = (&trainer.model, &trainer.template);
-        let mut gen = Generator::new(11, trainer.config.data.clone());
-        let mut checked = 0;
-        for _ in 0..6 {
-            let group = gen.group(4);
-            let packed = sample(model, template, &group).unwrap();
-            let logits = |s: &Sample| model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows).unwrap();
-            let together = logits(&packed).to_vec2::<f32>().unwrap();
-            let (mut alone, mut alone_len) = (Vec::new(), 0);
-            for example in &group {
-                let one = sample(model, template, std::slice::from_ref(example)).unwrap();
-                alone.extend(logits(&one).to_vec2::<f32>().unwrap());
-                alone_len += one.prepared.ids.len();
-                // The first scored row is what inference predicts after the prompt.
-                let start = one.rows[0] as usize + 1;
-                let mut prompt = one.prepared.clone();
-                prompt.ids.truncate(start);
-                let inferred = model.prefill(&prompt, &mut model.new_state()).unwrap().to_vec1::<f32>().unwrap();
-                let trained = logits(&one).to_vec2::<f32>().unwrap().remove(0);
-                let gap = inferred.iter().zip(&trained).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                assert!(gap < 1e-4, "training and inference disagree by {gap}");
-            }
-            assert_eq!(packed.targets.len(), alone.len());
-            let gap =
-                together.iter().flatten().zip(alone.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-            assert!(gap < 1e-4, "packed and alone differ by {gap} for {} questions", group.len());
-            checked += group.len();
-            if group.len() > 1 {
-                assert!(packed.prepared.ids.len() < alone_len, "packing saved nothing");
-            }
-        }
-        assert!(checked >= 12, "groups held only {checked} questions");
-        let _ = std::fs::remove_dir_all(&out);
-    }
-
-    /// One example's loss and gradients on the built-in model equal transformers' autograd
-    /// (tests/fixtures/builtin/grads.safetensors, from scripts/fixtures/train_grads.py).
-    #[test]
-    fn gradients_match_transformers() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let fixture = root.join("tests/fixtures/builtin/grads.safetensors");
-        let want = candle_core::safetensors::load(&fixture, &Device::Cpu).unwrap();
-        let out = std::env::temp_dir().join(format!("ocular-grad-parity-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        let config = TrainConfig { out: out.clone(), base: Some(root.join("models/builtin")), ..Default::default() };
-        let trainer = Trainer::new(config, false).unwrap();
-        let example = super::super::scenes::Example {
-            kind: super::super::scenes::Task::Attribute,
-            images: vec![::image::open(root.join("examples/scene.png")).unwrap().to_rgb8()],
-            video: None,
-            question: "What colour is the square?".into(),
-            answer: "blue".into(),
-            target_box: None,
-        };
-        let s = sample(&trainer.model, &trainer.template, &[example]).unwrap();
-        let ids: Vec<u32> = want["ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
-        assert_eq!(s.prepared.ids, ids, "the rendered example differs from transformers'");
-        let (sum, n) = trainer.loss(&[s]).unwrap();
-        let loss = (sum / n as f64).unwrap();
-        let (ours, theirs) = (loss.to_scalar::<f32>().unwrap(), want["loss"].to_vec1::<f32>().unwrap()[0]);
-        assert!((ours - theirs).abs() < 1e-5, "loss {ours} vs transformers' {theirs}");
-        let grads = loss.backward().unwrap();
-        let mut compared = 0;
-        for (name, var) in trainer.varmap.data().lock().unwrap().iter() {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
-            let theirs = want[&format!("norm.{name}")].to_vec1::<f32>().unwrap()[0];
-            let ours = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
-            assert!((ours - theirs).abs() <= 1e-3 * theirs + 1e-9, "{name}: gradient norm {ours} vs {theirs}");
-            if let Some(full) = want.get(&format!("grad.{name}")) {
-                let gap = (g - full).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(gap <= 1e-3 * theirs.max(1e-6), "{name}: gradients differ by up to {gap}");
-                compared += 1;
-            }
-        }
-        assert_eq!(compared, 7, "every whole gradient in the fixture was compared");
-        let _ = std::fs::remove_dir_all(&out);
-    }
-
-    /// A new tiny model's trainer in a fresh folder (removed by the caller).
-    fn one_step_trainer(name: &str) -> (Trainer, PathBuf) {
-        let out = std::env::temp_dir().join(format!("ocular-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        (Trainer::new(tiny(&out, 1), false).unwrap(), out)
-    }
-
-    #[test]
-    fn loss_falls_runs_resume_and_the_folder_loads() {
-        let out = std::env::temp_dir().join(format!("ocular-train-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        let mut trainer = Trainer::new(tiny(&out, 12), false).unwrap();
-        let before = trainer.eval_loss().unwrap();
-        trainer.run(&mut |_| {}).unwrap();
-        let after = trainer.eval_loss().unwrap();
-        assert!(after < before * 0.9, "held-out loss {before} -> {after}");
-
-        // Resuming continues from the checkpoint's step and reaches the new end.
-        let mut resumed = Trainer::new(tiny(&out, 14), true).unwrap();
-        assert_eq!(resumed.step(), 12);
-        let mut steps = vec![];
-        resumed.run(&mut |p| steps.push(p.step)).unwrap();
-        assert_eq!(steps, vec![13, 14]);
-
-        // The folder is a normal model folder.
-        let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
-        assert_eq!(pipeline.model.info().family, "qwen2_vl");
-        let _ = std::fs::remove_dir_all(&out);
-    }
-}
+#[path = "trainer_tests.rs"]
+mod tests;

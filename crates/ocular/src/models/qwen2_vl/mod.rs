@@ -194,6 +194,19 @@ impl Qwen2Vl {
         grid.iter().product::<usize>() / (self.config.vision.merge_size * self.config.vision.merge_size)
     }
 
+    /// Images through the vision tower and merger, as the prompt would carry them: the merged
+    /// tokens of all images one after another (tokens, hidden), and each image's merged grid
+    /// `[h, w]` (tokens in row-major order). Training supervises these tokens directly.
+    pub fn image_tokens(&self, images: &[::image::RgbImage]) -> Result<(Tensor, Vec<[usize; 2]>)> {
+        let inputs = images
+            .iter()
+            .map(|img| self.media_input(self.processor.image.preprocess_image(img)?, MediaKind::Image))
+            .collect::<Result<Vec<_>>>()?;
+        let merge = self.config.vision.merge_size;
+        let grids = inputs.iter().map(|m| [m.grid_thw[1] / merge, m.grid_thw[2] / merge]).collect();
+        Ok((self.encode(&inputs.iter().collect::<Vec<_>>())?, grids))
+    }
+
     /// All media of one kind through the vision tower and merger: (tokens, hidden).
     fn encode(&self, media: &[&MediaInput]) -> Result<Tensor> {
         let patches = Tensor::cat(&media.iter().map(|m| &m.pixels).collect::<Vec<_>>(), 0)?.to_dtype(self.dtype)?;

@@ -1,0 +1,233 @@
+//! Tests of the training loop (a child module of `trainer`, kept in its own file).
+use super::*;
+
+fn tiny(out: &Path, steps: usize) -> TrainConfig {
+    let mut c = TrainConfig { out: out.to_path_buf(), seed: 3, ..Default::default() };
+    c.model = super::super::config::ModelShape {
+        vocab_size: 400,
+        vision_depth: 1,
+        vision_width: 32,
+        vision_heads: 2,
+        text_layers: 1,
+        text_hidden: 64,
+        text_heads: 4,
+        text_kv_heads: 2,
+        text_intermediate: 128,
+        min_pixels: 28 * 28,
+        max_pixels: 56 * 56,
+        ..Default::default()
+    };
+    c.data.max_side = 160;
+    c.optim.steps = steps;
+    c.optim.batch_size = 2;
+    c.optim.lr = 3e-3;
+    c.optim.warmup_steps = 2;
+    c.optim.eval_every = 0;
+    c.optim.checkpoint_every = 0;
+    c
+}
+
+/// Training computes with differentiable (composed) kernels, inference with fused ones:
+/// the saved model must answer as it trained.
+#[test]
+fn the_saved_model_computes_what_training_computed() {
+    let (trainer, out) = one_step_trainer("modes");
+    saved_model_matches_training(&trainer, &out);
+}
+
+/// A smaller vision patch (finer shapes) makes a model folder that transformers' layout
+/// describes and Ocular loads and runs as it trained.
+#[test]
+fn a_smaller_patch_size_trains_and_loads() {
+    let out = std::env::temp_dir().join(format!("ocular-patch7-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut config = tiny(&out, 1);
+    config.model.vision_patch_size = 7;
+    config.model.min_pixels = 14 * 14;
+    config.model.max_pixels = 28 * 28 * 4;
+    let trainer = Trainer::new(config, false).unwrap();
+    let read =
+        |f: &str| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
+    assert_eq!(read("config.json")["vision_config"]["patch_size"], 7);
+    assert_eq!(read("processor_config.json")["image_processor"]["patch_size"], 7);
+    saved_model_matches_training(&trainer, &out);
+}
+
+fn saved_model_matches_training(trainer: &Trainer, out: &Path) {
+    trainer.varmap.save(out.join("model.safetensors")).unwrap();
+    let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
+    let mut gen = Generator::new(9, trainer.config.data.clone());
+    for _ in 0..3 {
+        let group = gen.group(1);
+        let s = sample(&trainer.model, &trainer.template, &group).unwrap();
+        let trained = trainer.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows).unwrap();
+        let trained = trained.to_vec2::<f32>().unwrap().remove(0);
+        let mut prompt = s.prepared.clone();
+        prompt.ids.truncate(s.rows[0] as usize + 1);
+        let inferred = pipeline.last_logits(&prompt).unwrap();
+        let gap = inferred.iter().zip(&trained).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(gap < 1e-4, "{:?}: training and the saved model differ by {gap}", group[0].kind);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn every_parameter_gets_a_gradient() {
+    let (trainer, out) = one_step_trainer("grads");
+    let mut gen = Generator::new(5, trainer.config.data.clone());
+    let samples = trainer.samples(&mut gen, 2).unwrap();
+    let (sum, n) = trainer.loss(&samples).unwrap();
+    let grads = (sum / n as f64).unwrap().backward().unwrap();
+    let data = trainer.varmap.data().lock().unwrap();
+    let mut without: Vec<&String> = Vec::new();
+    for (name, var) in data.iter() {
+        let norm = grads.get(var.as_tensor()).map(|g| g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
+        if !norm.is_some_and(|n| n > 0.0) {
+            without.push(name);
+        }
+    }
+    assert!(without.is_empty(), "no gradient reaches {without:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn packed_answers_score_as_if_asked_alone() {
+    use crate::models::VisionLanguageModel;
+    let (trainer, out) = one_step_trainer("pack");
+    let (model, template) = (&trainer.model, &trainer.template);
+    let mut gen = Generator::new(11, trainer.config.data.clone());
+    let mut checked = 0;
+    for _ in 0..6 {
+        let group = gen.group(4);
+        let packed = sample(model, template, &group).unwrap();
+        let logits = |s: &Sample| model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows).unwrap();
+        let together = logits(&packed).to_vec2::<f32>().unwrap();
+        let (mut alone, mut alone_len) = (Vec::new(), 0);
+        for example in &group {
+            let one = sample(model, template, std::slice::from_ref(example)).unwrap();
+            alone.extend(logits(&one).to_vec2::<f32>().unwrap());
+            alone_len += one.prepared.ids.len();
+            // The first scored row is what inference predicts after the prompt.
+            let start = one.rows[0] as usize + 1;
+            let mut prompt = one.prepared.clone();
+            prompt.ids.truncate(start);
+            let inferred = model.prefill(&prompt, &mut model.new_state()).unwrap().to_vec1::<f32>().unwrap();
+            let trained = logits(&one).to_vec2::<f32>().unwrap().remove(0);
+            let gap = inferred.iter().zip(&trained).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(gap < 1e-4, "training and inference disagree by {gap}");
+        }
+        assert_eq!(packed.targets.len(), alone.len());
+        let gap = together.iter().flatten().zip(alone.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(gap < 1e-4, "packed and alone differ by {gap} for {} questions", group.len());
+        checked += group.len();
+        if group.len() > 1 {
+            assert!(packed.prepared.ids.len() < alone_len, "packing saved nothing");
+        }
+    }
+    assert!(checked >= 12, "groups held only {checked} questions");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// One example's loss and gradients on the built-in model equal transformers' autograd
+/// (tests/fixtures/builtin/grads.safetensors, from scripts/fixtures/train_grads.py).
+#[test]
+fn gradients_match_transformers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let fixture = root.join("tests/fixtures/builtin/grads.safetensors");
+    let want = candle_core::safetensors::load(&fixture, &Device::Cpu).unwrap();
+    let out = std::env::temp_dir().join(format!("ocular-grad-parity-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let config = TrainConfig { out: out.clone(), base: Some(root.join("models/builtin")), ..Default::default() };
+    let trainer = Trainer::new(config, false).unwrap();
+    let example = super::super::scenes::Example {
+        kind: super::super::scenes::Task::Attribute,
+        images: vec![::image::open(root.join("examples/scene.png")).unwrap().to_rgb8()],
+        video: None,
+        question: "What colour is the square?".into(),
+        answer: "blue".into(),
+        target_box: None,
+    };
+    let s = sample(&trainer.model, &trainer.template, &[example]).unwrap();
+    let ids: Vec<u32> = want["ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
+    assert_eq!(s.prepared.ids, ids, "the rendered example differs from transformers'");
+    let (sum, n) = trainer.loss(&[s]).unwrap();
+    let loss = (sum / n as f64).unwrap();
+    let (ours, theirs) = (loss.to_scalar::<f32>().unwrap(), want["loss"].to_vec1::<f32>().unwrap()[0]);
+    assert!((ours - theirs).abs() < 1e-5, "loss {ours} vs transformers' {theirs}");
+    let grads = loss.backward().unwrap();
+    let mut compared = 0;
+    for (name, var) in trainer.varmap.data().lock().unwrap().iter() {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let theirs = want[&format!("norm.{name}")].to_vec1::<f32>().unwrap()[0];
+        let ours = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
+        assert!((ours - theirs).abs() <= 1e-3 * theirs + 1e-9, "{name}: gradient norm {ours} vs {theirs}");
+        if let Some(full) = want.get(&format!("grad.{name}")) {
+            let gap = (g - full).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(gap <= 1e-3 * theirs.max(1e-6), "{name}: gradients differ by up to {gap}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 7, "every whole gradient in the fixture was compared");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A new tiny model's trainer in a fresh folder (removed by the caller).
+fn one_step_trainer(name: &str) -> (Trainer, PathBuf) {
+    let out = std::env::temp_dir().join(format!("ocular-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    (Trainer::new(tiny(&out, 1), false).unwrap(), out)
+}
+
+#[test]
+fn loss_falls_runs_resume_and_the_folder_loads() {
+    let out = std::env::temp_dir().join(format!("ocular-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut trainer = Trainer::new(tiny(&out, 12), false).unwrap();
+    let before = trainer.eval_loss().unwrap();
+    trainer.run(&mut |_| {}).unwrap();
+    let after = trainer.eval_loss().unwrap();
+    assert!(after < before * 0.9, "held-out loss {before} -> {after}");
+
+    // Resuming continues from the checkpoint's step and reaches the new end.
+    let mut resumed = Trainer::new(tiny(&out, 14), true).unwrap();
+    assert_eq!(resumed.step(), 12);
+    let mut steps = vec![];
+    resumed.run(&mut |p| steps.push(p.step)).unwrap();
+    assert_eq!(steps, vec![13, 14]);
+
+    // The folder is a normal model folder.
+    let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
+    assert_eq!(pipeline.model.info().family, "qwen2_vl");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_model() {
+    let out = std::env::temp_dir().join(format!("ocular-train-dense-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut config = tiny(&out, 2);
+    config.dense =
+        super::super::config::Dense { warmup_steps: 8, warmup_batch_size: 4, batch_size: 2, lr: 3e-3, weight: 0.5 };
+    let mut trainer = Trainer::new(config.clone(), false).unwrap();
+    let mut seen = vec![];
+    trainer.run(&mut |p| seen.push((p.step, p.steps, p.loss, p.dense_loss))).unwrap();
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    assert!(seen.iter().all(|s| s.1 == 10 && s.3.is_some()), "{seen:?}");
+    // Warm-up steps report the dense loss itself, and it falls; question steps report answers.
+    assert!(seen[..8].iter().all(|s| Some(s.2) == s.3));
+    assert!(seen[7].2 < seen[0].2, "dense loss {} -> {}", seen[0].2, seen[7].2);
+    assert!(seen[8..].iter().all(|s| Some(s.2) != s.3));
+
+    // The model folder holds the model's tensors only; the checkpoint keeps the head.
+    let saved = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(saved.keys().all(|k| !k.starts_with("dense_head")), "{:?}", saved.keys());
+    assert!(out.join("checkpoint").join(DENSE_HEAD_FILE).is_file());
+    let mut more = config;
+    more.optim.steps = 3;
+    let mut resumed = Trainer::new(more, true).unwrap();
+    assert_eq!(resumed.step(), 10);
+    let mut steps = vec![];
+    resumed.run(&mut |p| steps.push(p.step)).unwrap();
+    assert_eq!(steps, vec![11]);
+    let _ = std::fs::remove_dir_all(&out);
+}
