@@ -60,6 +60,9 @@ pub struct ModelShape {
     pub text_kv_heads: usize,
     pub text_intermediate: usize,
     pub rope_theta: f64,
+    /// Write a chat template that puts a user's text before its images and videos (Qwen2-VL's
+    /// puts them first): every vision token then sees the question.
+    pub text_before_media: bool,
     /// Images are resized to within these many pixels (multiples of (2 x patch size) squared).
     pub min_pixels: u64,
     pub max_pixels: u64,
@@ -119,6 +122,7 @@ impl Default for ModelShape {
             text_kv_heads: 2,
             text_intermediate: 768,
             rope_theta: 10_000.0,
+            text_before_media: false,
             min_pixels: 56 * 56,
             max_pixels: 224 * 224,
         }
@@ -217,5 +221,20 @@ mod tests {
         config.model.vision_patch_size = 1;
         let e = config.validate().unwrap_err();
         assert!(e.contains("model.vision_patch_size 1"), "{e}");
+    }
+
+    #[test]
+    fn the_committed_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut files = vec![root.join("builtin.toml")];
+        for entry in std::fs::read_dir(root.join("experiments")).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+        for file in &files {
+            let config = TrainConfig::from_file(file).unwrap_or_else(|e| panic!("{e}"));
+            assert!(config.optim.steps > 0, "{}", file.display());
+        }
+        let experiment = TrainConfig::from_file(&root.join("experiments/dense-text-first.toml")).unwrap();
+        assert!(experiment.model.text_before_media && experiment.dense.warmup_steps > 0);
     }
 }

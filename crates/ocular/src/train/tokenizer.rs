@@ -30,12 +30,15 @@ pub const SPECIAL_TOKENS: [&str; 14] = [
     "<|video_pad|>",
 ];
 
-/// Qwen2-VL's chat template (system prompt by default, a vision span per image or video),
-/// except that a user turn's text comes before its images and videos: with the question
-/// first, each vision token can already attend to it, and a small model trained from scratch
-/// learns to find the object a question names within a few hundred steps instead of staying
-/// at chance (measured in scripts/experiments/binding.py).
+/// Qwen2-VL's chat template (system prompt by default, a vision span per image or video).
 pub const CHAT_TEMPLATE: &str = include_str!("qwen2_vl_chat_template.jinja");
+
+/// The same, except that a user turn's text comes before its images and videos, so that every
+/// vision token can attend to the question (`[model] text_before_media`). In
+/// scripts/experiments/binding.py a model this small, trained from scratch, learns to find
+/// the object a question names within a few hundred steps this way, and stays at chance
+/// with the image first.
+pub const CHAT_TEMPLATE_TEXT_FIRST: &str = include_str!("qwen2_vl_chat_template_text_first.jinja");
 
 /// Trains a tokenizer of `vocab_size` entries (special tokens included) on the questions and
 /// answers of `examples` scene examples from the generator at `seed`.
@@ -70,8 +73,8 @@ pub fn build(vocab_size: usize, seed: u64, scenes: &SceneConfig, examples: usize
     Ok(tokenizer)
 }
 
-/// Writes tokenizer.json, tokenizer_config.json and chat_template.jinja into `dir`.
-pub fn save(tokenizer: &Tokenizer, dir: &Path) -> Result<()> {
+/// Writes tokenizer.json, tokenizer_config.json and `chat_template` as chat_template.jinja into `dir`.
+pub fn save(tokenizer: &Tokenizer, chat_template: &str, dir: &Path) -> Result<()> {
     let io = |p: &Path, e: &dyn std::fmt::Display| Error::model_file(p, e);
     let path = dir.join("tokenizer.json");
     tokenizer.save(&path, false).map_err(|e| io(&path, &e))?;
@@ -88,7 +91,7 @@ pub fn save(tokenizer: &Tokenizer, dir: &Path) -> Result<()> {
     let path = dir.join("tokenizer_config.json");
     std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).map_err(|e| io(&path, &e))?;
     let path = dir.join("chat_template.jinja");
-    std::fs::write(&path, CHAT_TEMPLATE).map_err(|e| io(&path, &e))?;
+    std::fs::write(&path, chat_template).map_err(|e| io(&path, &e))?;
     Ok(())
 }
 
@@ -110,16 +113,19 @@ mod tests {
     }
 
     #[test]
-    fn the_chat_template_puts_the_question_before_the_media() {
+    fn the_text_first_chat_template_puts_the_question_before_the_media() {
         use crate::prompt::{ChatTemplate, Message};
-        let template = ChatTemplate::new(CHAT_TEMPLATE.to_string()).unwrap();
-        let text = template.render(&[Message::user_with_media("Which has more?", 2, 0)], true, None, None).unwrap();
         let pad = "<|vision_start|><|image_pad|><|vision_end|>";
+        let system = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n";
+        let user = [Message::user_with_media("Which has more?", 2, 0)];
+        let render = |t: &str| ChatTemplate::new(t.to_string()).unwrap().render(&user, true, None, None).unwrap();
         assert_eq!(
-            text,
-            format!(
-                "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhich has more?{pad}{pad}<|im_end|>\n<|im_start|>assistant\n"
-            )
+            render(CHAT_TEMPLATE_TEXT_FIRST),
+            format!("{system}<|im_start|>user\nWhich has more?{pad}{pad}<|im_end|>\n<|im_start|>assistant\n")
+        );
+        assert_eq!(
+            render(CHAT_TEMPLATE),
+            format!("{system}<|im_start|>user\n{pad}{pad}Which has more?<|im_end|>\n<|im_start|>assistant\n")
         );
     }
 }

@@ -92,8 +92,27 @@ fn every_parameter_gets_a_gradient() {
 
 #[test]
 fn packed_answers_score_as_if_asked_alone() {
-    use crate::models::VisionLanguageModel;
     let (trainer, out) = one_step_trainer("pack");
+    check_packing(&trainer);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// With the question before the image, each packed answer carries its own image tokens.
+#[test]
+fn packed_answers_score_as_if_asked_alone_with_the_question_first() {
+    let out = std::env::temp_dir().join(format!("ocular-pack-text-first-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut config = tiny(&out, 1);
+    config.model.text_before_media = true;
+    let trainer = Trainer::new(config, false).unwrap();
+    let template = std::fs::read_to_string(out.join("chat_template.jinja")).unwrap();
+    assert_eq!(template, super::super::tokenizer::CHAT_TEMPLATE_TEXT_FIRST);
+    check_packing(&trainer);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn check_packing(trainer: &Trainer) {
+    use crate::models::VisionLanguageModel;
     let (model, template) = (&trainer.model, &trainer.template);
     let mut gen = Generator::new(11, trainer.config.data.clone());
     let mut checked = 0;
@@ -125,7 +144,6 @@ fn packed_answers_score_as_if_asked_alone() {
         }
     }
     assert!(checked >= 12, "groups held only {checked} questions");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// One example's loss and gradients on the built-in model equal transformers' autograd
