@@ -55,8 +55,8 @@ pub fn main(args: Args) -> Result<()> {
             p.tokens_per_sec,
             duration(p.eta_secs)
         );
-        let line = match p.dense_loss {
-            Some(d) => format!("{line}  dense {d:.4}"),
+        let line = match p.dense {
+            Some(d) => format!("{line}  dense colour {:.4} shape {:.4}", d.colour, d.shape),
             None => line,
         };
         if let Some(e) = p.eval_loss {

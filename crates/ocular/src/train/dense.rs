@@ -76,6 +76,14 @@ pub fn scenes(seed: u64, step: u64, config: &SceneConfig, n: usize) -> Vec<Scene
     (0..n).map(|_| scene(&mut rng, config)).collect()
 }
 
+/// One dense step's loss: the sum to train on, and its two parts to report.
+pub struct DenseLoss {
+    pub total: Tensor,
+    pub colour: f32,
+    /// Zero when no scene held an object.
+    pub shape: f32,
+}
+
 /// The throwaway head: one linear map from a merged token to colour and shape logits.
 pub struct DenseHead {
     linear: Linear,
@@ -90,7 +98,7 @@ impl DenseHead {
 
     /// Mean colour cross-entropy over every token plus mean shape cross-entropy over the
     /// centre tokens, for `scenes` rendered and encoded as the model sees them.
-    pub fn loss(&self, model: &Qwen2Vl, scenes: &[Scene]) -> Result<Tensor> {
+    pub fn loss(&self, model: &Qwen2Vl, scenes: &[Scene]) -> Result<DenseLoss> {
         let images: Vec<_> = scenes.iter().map(Scene::render).collect();
         let (tokens, grids) = model.image_tokens(&images)?;
         let (mut colours, mut shape_rows, mut shapes) = (vec![], vec![], vec![]);
@@ -105,13 +113,16 @@ impl DenseHead {
         let dev: &Device = tokens.device();
         let logits = self.linear.forward(&tokens)?;
         let colour_logits = logits.narrow(1, 0, COLOUR_CLASSES)?;
-        let mut loss = candle_nn::loss::cross_entropy(&colour_logits, &Tensor::new(colours.as_slice(), dev)?)?;
-        if !shapes.is_empty() {
-            let rows = logits.index_select(&Tensor::new(shape_rows.as_slice(), dev)?, 0)?;
-            let shape_logits = rows.narrow(1, COLOUR_CLASSES, Shape::ALL.len())?;
-            loss = (loss + candle_nn::loss::cross_entropy(&shape_logits, &Tensor::new(shapes.as_slice(), dev)?)?)?;
+        let colour = candle_nn::loss::cross_entropy(&colour_logits, &Tensor::new(colours.as_slice(), dev)?)?;
+        let colour_value = colour.to_scalar::<f32>()?;
+        if shapes.is_empty() {
+            return Ok(DenseLoss { total: colour, colour: colour_value, shape: 0.0 });
         }
-        Ok(loss)
+        let rows = logits.index_select(&Tensor::new(shape_rows.as_slice(), dev)?, 0)?;
+        let shape_logits = rows.narrow(1, COLOUR_CLASSES, Shape::ALL.len())?;
+        let shape = candle_nn::loss::cross_entropy(&shape_logits, &Tensor::new(shapes.as_slice(), dev)?)?;
+        let shape_value = shape.to_scalar::<f32>()?;
+        Ok(DenseLoss { total: (colour + shape)?, colour: colour_value, shape: shape_value })
     }
 }
 

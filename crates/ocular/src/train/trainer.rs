@@ -10,7 +10,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::batch::{sample, Sample};
 use super::config::TrainConfig;
-use super::dense::{self, DenseHead};
+use super::dense::{self, DenseHead, DenseLoss};
 use super::folder;
 use super::optim::{learning_rate, AdamW};
 use super::scenes::Generator;
@@ -25,6 +25,13 @@ use crate::rng::splitmix64;
 /// The dense head's variables in a checkpoint (the finished model folder leaves them out).
 const DENSE_HEAD_FILE: &str = "dense_head.safetensors";
 
+/// The two parts of the dense loss, as reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DenseParts {
+    pub colour: f32,
+    pub shape: f32,
+}
+
 /// What the loop reports after each step.
 #[derive(Debug, Clone)]
 pub struct Progress {
@@ -33,8 +40,9 @@ pub struct Progress {
     pub loss: f32,
     pub lr: f64,
     pub grad_norm: f64,
-    /// The dense vision loss (see `train::dense`) on steps that compute it.
-    pub dense_loss: Option<f32>,
+    /// The dense vision loss's colour and shape parts (see `train::dense`) on steps that
+    /// compute it.
+    pub dense: Option<DenseParts>,
     pub tokens_per_sec: f64,
     pub eta_secs: f64,
     /// Mean loss on held-out examples, on the steps that measure it.
@@ -202,7 +210,7 @@ impl Trainer {
     }
 
     /// The dense loss on step `step`'s scenes, when the run has a dense head.
-    fn dense_loss(&self, step: usize) -> Result<Option<Tensor>> {
+    fn dense_loss(&self, step: usize) -> Result<Option<DenseLoss>> {
         let Some((head, _)) = &self.dense else { return Ok(None) };
         let d = &self.config.dense;
         let n = if step < d.warmup_steps { d.warmup_batch_size } else { d.batch_size };
@@ -221,23 +229,24 @@ impl Trainer {
         let mut tokens = 0usize;
         while self.optimizer.step < total {
             let step = self.optimizer.step;
-            let (loss, dense_loss, lr) = if step < d.warmup_steps {
-                let loss = self.dense_loss(step)?.expect("warm-up steps imply a dense head");
+            let warm = step < d.warmup_steps;
+            let (loss, dense, lr) = if warm {
+                let dense = self.dense_loss(step)?.expect("warm-up steps imply a dense head");
                 // A short linear ramp, then constant: the warm-up is a stage of its own.
                 let lr = d.lr * ((step + 1) as f64 / 50.0).min(1.0);
-                (loss.clone(), Some(loss), lr)
+                (dense.total.clone(), Some(dense), lr)
             } else {
                 let step = step - d.warmup_steps;
                 let samples = self.samples(&mut generator(&self.config, step as u64), o.batch_size)?;
                 tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
                 let (sum, n) = self.loss(&samples)?;
                 let answers = (sum / n as f64)?;
-                let dense_loss = if d.weight > 0.0 { self.dense_loss(d.warmup_steps + step)? } else { None };
-                (answers, dense_loss, learning_rate(&o, step))
+                let dense = if d.weight > 0.0 { self.dense_loss(d.warmup_steps + step)? } else { None };
+                (answers, dense, learning_rate(&o, step))
             };
             // `loss` is what the step reports: the dense loss in the warm-up, the answers' after.
-            let objective = match (&dense_loss, step < d.warmup_steps) {
-                (Some(extra), false) => (&loss + (extra * d.weight)?)?,
+            let objective = match &dense {
+                Some(extra) if !warm => (&loss + (&extra.total * d.weight)?)?,
                 _ => loss.clone(),
             };
             let mut grads = objective.backward()?;
@@ -261,7 +270,7 @@ impl Trainer {
                 loss: loss.to_scalar::<f32>()?,
                 lr,
                 grad_norm,
-                dense_loss: dense_loss.map(|t| t.to_scalar::<f32>()).transpose()?,
+                dense: dense.map(|x| DenseParts { colour: x.colour, shape: x.shape }),
                 tokens_per_sec: tokens as f64 / elapsed.max(1e-9),
                 eta_secs: (total - done) as f64 / rate.max(1e-9),
                 eval_loss,
