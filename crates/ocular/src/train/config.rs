@@ -224,6 +224,16 @@ mod tests {
     }
 
     #[test]
+    fn a_dense_stage_without_scenes_is_refused_by_name() {
+        let mut config = TrainConfig::default();
+        config.dense.warmup_batch_size = 0;
+        assert!(config.validate().is_ok(), "a disabled dense stage is not checked");
+        config.dense.warmup_steps = 10;
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("dense.warmup_batch_size 0"), "{e}");
+    }
+
+    #[test]
     fn the_committed_configs_load() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
         let mut files = vec![root.join("builtin.toml")];
