@@ -6,7 +6,7 @@
 //! template, and the image when it comes before the question) once, then each example's own
 //! tokens, each attending to the prefix and to itself only, at the positions it would have
 //! alone. Every answer is trained exactly as if it were asked by itself. When the question
-//! comes first (as in the template `ocular train` writes), each branch holds its own copy of
+//! comes first (`[model] text_before_media`), each branch holds its own copy of
 //! the image tokens, since what they compute depends on the question before them.
 
 use candle_core::{Device, Tensor};

@@ -39,8 +39,7 @@ fn the_saved_model_computes_what_training_computed() {
 /// describes and Ocular loads and runs as it trained.
 #[test]
 fn a_smaller_patch_size_trains_and_loads() {
-    let out = std::env::temp_dir().join(format!("ocular-patch7-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = scratch("patch7");
     let mut config = tiny(&out, 1);
     config.model.vision_patch_size = 7;
     config.model.min_pixels = 14 * 14;
@@ -100,8 +99,7 @@ fn packed_answers_score_as_if_asked_alone() {
 /// With the question before the image, each packed answer carries its own image tokens.
 #[test]
 fn packed_answers_score_as_if_asked_alone_with_the_question_first() {
-    let out = std::env::temp_dir().join(format!("ocular-pack-text-first-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = scratch("pack-text-first");
     let mut config = tiny(&out, 1);
     config.model.text_before_media = true;
     let trainer = Trainer::new(config, false).unwrap();
@@ -153,8 +151,7 @@ fn gradients_match_transformers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let fixture = root.join("tests/fixtures/builtin/grads.safetensors");
     let want = candle_core::safetensors::load(&fixture, &Device::Cpu).unwrap();
-    let out = std::env::temp_dir().join(format!("ocular-grad-parity-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = scratch("grad-parity");
     let config = TrainConfig { out: out.clone(), base: Some(root.join("models/builtin")), ..Default::default() };
     let trainer = Trainer::new(config, false).unwrap();
     let example = super::super::scenes::Example {
@@ -190,16 +187,21 @@ fn gradients_match_transformers() {
 }
 
 /// A new tiny model's trainer in a fresh folder (removed by the caller).
-fn one_step_trainer(name: &str) -> (Trainer, PathBuf) {
+/// An empty temporary folder of this test's own (tests run in parallel in one process).
+fn scratch(name: &str) -> PathBuf {
     let out = std::env::temp_dir().join(format!("ocular-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
+    out
+}
+
+fn one_step_trainer(name: &str) -> (Trainer, PathBuf) {
+    let out = scratch(name);
     (Trainer::new(tiny(&out, 1), false).unwrap(), out)
 }
 
 #[test]
 fn loss_falls_runs_resume_and_the_folder_loads() {
-    let out = std::env::temp_dir().join(format!("ocular-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = scratch("train");
     let mut trainer = Trainer::new(tiny(&out, 12), false).unwrap();
     let before = trainer.eval_loss().unwrap();
     trainer.run(&mut |_| {}).unwrap();
@@ -221,8 +223,7 @@ fn loss_falls_runs_resume_and_the_folder_loads() {
 
 #[test]
 fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_model() {
-    let out = std::env::temp_dir().join(format!("ocular-train-dense-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = scratch("train-dense");
     let mut config = tiny(&out, 2);
     config.dense =
         super::super::config::Dense { warmup_steps: 8, warmup_batch_size: 4, batch_size: 2, lr: 3e-3, weight: 0.5 };
