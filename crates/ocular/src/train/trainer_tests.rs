@@ -251,3 +251,15 @@ fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_mod
     assert_eq!(steps, vec![11]);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn resuming_with_a_dense_stage_the_checkpoint_lacks_names_the_missing_file() {
+    let out = scratch("train-dense-missing");
+    let mut config = tiny(&out, 1);
+    Trainer::new(config.clone(), false).unwrap().run(&mut |_| {}).unwrap();
+    config.optim.steps = 2;
+    config.dense.weight = 0.5;
+    let e = Trainer::new(config, true).err().expect("the checkpoint has no dense head").to_string();
+    assert!(e.contains(DENSE_HEAD_FILE) && !e.contains('\n'), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}
