@@ -91,6 +91,10 @@ pub struct Optim {
     pub eval_examples: usize,
     /// A resumable checkpoint every this many steps (0: only at the end).
     pub checkpoint_every: usize,
+    /// The vision tower's and merger's learning rate on question steps, relative to `lr`:
+    /// below 1 keeps what a `[dense]` warm-up taught them from being overwritten by the first
+    /// answers' large gradients; 0 freezes them (and skips their backward pass).
+    pub vision_lr_scale: f64,
 }
 
 impl Default for TrainConfig {
@@ -146,6 +150,7 @@ impl Default for Optim {
             eval_every: 100,
             eval_examples: 32,
             checkpoint_every: 200,
+            vision_lr_scale: 1.0,
         }
     }
 }
@@ -182,6 +187,9 @@ impl TrainConfig {
         }
         if !(o.lr > 0.0) || !(o.grad_clip > 0.0) {
             return Err("optim.lr and optim.grad_clip must be positive".into());
+        }
+        if !(o.vision_lr_scale >= 0.0) {
+            return Err(format!("optim.vision_lr_scale {} must be 0 or more", o.vision_lr_scale));
         }
         let head_dim = m.text_hidden / m.text_heads.max(1);
         if m.text_heads == 0 || m.text_hidden % m.text_heads != 0 || head_dim % 4 != 0 {
@@ -221,6 +229,16 @@ mod tests {
         config.model.vision_patch_size = 1;
         let e = config.validate().unwrap_err();
         assert!(e.contains("model.vision_patch_size 1"), "{e}");
+    }
+
+    #[test]
+    fn a_negative_vision_lr_scale_is_refused_by_name() {
+        let mut config = TrainConfig::default();
+        config.optim.vision_lr_scale = 0.0;
+        assert!(config.validate().is_ok(), "0 freezes the vision side");
+        config.optim.vision_lr_scale = -0.5;
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("optim.vision_lr_scale -0.5"), "{e}");
     }
 
     #[test]

@@ -59,12 +59,14 @@ impl AdamW {
         Ok(norm)
     }
 
-    pub fn apply(&mut self, grads: &GradStore, o: &Optim, lr: f64) -> Result<()> {
+    /// One AdamW step, each parameter at the learning rate `lr_of` gives for its name.
+    pub fn apply(&mut self, grads: &GradStore, o: &Optim, lr_of: &dyn Fn(&str) -> f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (c1, c2) = (1.0 - o.beta1.powi(t), 1.0 - o.beta2.powi(t));
-        for (_, var, m, v) in self.params.iter_mut() {
+        for (name, var, m, v) in self.params.iter_mut() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let lr = lr_of(name);
             *m = ((&*m * o.beta1)? + (g * (1.0 - o.beta1))?)?;
             *v = ((&*v * o.beta2)? + (g.sqr()? * (1.0 - o.beta2))?)?;
             let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + o.eps)?)?;
@@ -134,7 +136,7 @@ mod tests {
             let clipped =
                 grads.get(x.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(clipped.sqrt() <= 1.0 + 1e-4);
-            opt.apply(&grads, &o, 0.05).unwrap();
+            opt.apply(&grads, &o, &|_| 0.05).unwrap();
         }
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|a| a.abs() < 0.1), "{v:?}");

@@ -183,7 +183,8 @@ impl Trainer {
         let mut total: Option<Tensor> = None;
         let mut count = 0;
         for s in samples {
-            let logits = self.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows)?;
+            let train_vision = self.config.optim.vision_lr_scale > 0.0;
+            let logits = self.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision)?;
             let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
             let ce = (candle_nn::loss::cross_entropy(&logits, &targets)? * s.targets.len() as f64)?;
             count += s.targets.len();
@@ -251,7 +252,10 @@ impl Trainer {
             };
             let mut grads = objective.backward()?;
             let grad_norm = self.optimizer.clip(&mut grads, o.grad_clip)?;
-            self.optimizer.apply(&grads, &o, lr)?;
+            // Question steps may train the vision tower and merger slower, or not at all.
+            let vision_lr = if warm { lr } else { lr * o.vision_lr_scale };
+            let visual = format!("{}.", Layout::V5.visual);
+            self.optimizer.apply(&grads, &o, &|name| if name.starts_with(&visual) { vision_lr } else { lr })?;
             let done = self.optimizer.step;
             let questions_done = done.saturating_sub(d.warmup_steps);
             let eval_loss = if o.eval_every > 0 && questions_done > 0 && questions_done % o.eval_every == 0 {

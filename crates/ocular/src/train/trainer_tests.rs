@@ -59,7 +59,7 @@ fn saved_model_matches_training(trainer: &Trainer, out: &Path) {
     for _ in 0..3 {
         let group = gen.group(1);
         let s = sample(&trainer.model, &trainer.template, &group).unwrap();
-        let trained = trainer.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows).unwrap();
+        let trained = trainer.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, true).unwrap();
         let trained = trained.to_vec2::<f32>().unwrap().remove(0);
         let mut prompt = s.prepared.clone();
         prompt.ids.truncate(s.rows[0] as usize + 1);
@@ -117,7 +117,7 @@ fn check_packing(trainer: &Trainer) {
     for _ in 0..6 {
         let group = gen.group(4);
         let packed = sample(model, template, &group).unwrap();
-        let logits = |s: &Sample| model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows).unwrap();
+        let logits = |s: &Sample| model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, true).unwrap();
         let together = logits(&packed).to_vec2::<f32>().unwrap();
         let (mut alone, mut alone_len) = (Vec::new(), 0);
         for example in &group {
@@ -261,5 +261,39 @@ fn resuming_with_a_dense_stage_the_checkpoint_lacks_names_the_missing_file() {
     config.dense.weight = 0.5;
     let e = Trainer::new(config, true).err().expect("the checkpoint has no dense head").to_string();
     assert!(e.contains(DENSE_HEAD_FILE) && !e.contains('\n'), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `vision_lr_scale = 0` freezes the vision tower and merger on question steps (a dense
+/// warm-up still trains them); the language model trains as usual.
+#[test]
+fn a_zero_vision_lr_scale_freezes_the_vision_side_after_the_warm_up() {
+    let out = scratch("train-frozen-vision");
+    let mut config = tiny(&out, 1);
+    config.optim.vision_lr_scale = 0.0;
+    config.dense.warmup_steps = 2;
+    config.dense.warmup_batch_size = 2;
+    let weights = |t: &Trainer| -> Vec<(String, Vec<f32>)> {
+        let data = t.varmap.data().lock().unwrap();
+        let mut all: Vec<_> =
+            data.iter().map(|(n, v)| (n.clone(), v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    };
+    let mut trainer = Trainer::new(config.clone(), false).unwrap();
+    let init = weights(&trainer);
+    trainer.run(&mut |_| {}).unwrap();
+    let warmed = weights(&trainer);
+    config.optim.steps = 3;
+    let mut resumed = Trainer::new(config, true).unwrap();
+    resumed.run(&mut |_| {}).unwrap();
+    let asked = weights(&resumed);
+    let visual = format!("{}.", Layout::V5.visual);
+    let changed = |a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], vision: bool| {
+        a.iter().zip(b).filter(|(x, _)| x.0.starts_with(&visual) == vision).filter(|(x, y)| x.1 != y.1).count()
+    };
+    assert!(changed(&init, &warmed, true) > 0, "the warm-up trained no vision weight");
+    assert_eq!(changed(&warmed, &asked, true), 0, "question steps moved vision weights");
+    assert!(changed(&warmed, &asked, false) > 0, "question steps trained no language-model weight");
     let _ = std::fs::remove_dir_all(&out);
 }

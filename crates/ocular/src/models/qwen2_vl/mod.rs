@@ -28,7 +28,7 @@ const VIDEO_PLACEHOLDER: &str = "<|video_pad|>";
 /// `model.` and the vision tower at `visual.`.
 pub struct Layout {
     text: &'static str,
-    visual: &'static str,
+    pub(crate) visual: &'static str,
 }
 
 impl Layout {
@@ -133,15 +133,17 @@ impl Qwen2Vl {
     /// Training: f32 logits (rows, vocab) at `rows` of a packed sequence, each predicting the
     /// token after it. The caller gives the M-RoPE positions and the (seq, seq) additive
     /// attention mask: `train::batch` packs several answers about one image after a single copy
-    /// of it, each answer seeing the shared prefix and itself only.
+    /// of it, each answer seeing the shared prefix and itself only. Without `train_vision` the
+    /// media features are cut from the graph, so backward skips the vision tower and merger.
     pub fn logits_packed(
         &self,
         input: &Prepared,
         positions: &[[i64; 3]],
         mask: &Tensor,
         rows: &[u32],
+        train_vision: bool,
     ) -> Result<Tensor> {
-        let embeds = self.embed_tokens_and_media(input)?;
+        let embeds = self.embed_tokens_and_media(input, train_vision)?;
         let rotation = self.rotation(positions)?;
         let hidden = self.language_model.hidden_states_masked(&embeds, &rotation, mask)?.squeeze(0)?;
         let rows = hidden.index_select(&Tensor::new(rows, &self.device)?, 0)?;
@@ -151,15 +153,15 @@ impl Qwen2Vl {
     /// The prompt's embeddings with the media spliced in, its M-RoPE rotation after what
     /// `state` has seen, and the position delta later tokens carry.
     fn embed_prompt(&self, input: &Prepared, state: &DecodeState) -> Result<(Tensor, Rotation, i64)> {
-        let embeds = self.embed_tokens_and_media(input)?;
+        let embeds = self.embed_tokens_and_media(input, false)?;
         let (positions, delta) = self.position_ids(input)?;
         let positions: Vec<[i64; 3]> = positions.iter().map(|p| p.map(|v| v + state.next_position)).collect();
         Ok((embeds, self.rotation(&positions)?, delta))
     }
 
     /// Token embeddings (1, seq, hidden) with each image and video placeholder replaced by
-    /// its vision features.
-    fn embed_tokens_and_media(&self, input: &Prepared) -> Result<Tensor> {
+    /// its vision features (kept in the autograd graph with `media_grad`).
+    fn embed_tokens_and_media(&self, input: &Prepared, media_grad: bool) -> Result<Tensor> {
         if input.ids.is_empty() {
             return Err(Error::Invalid("the prompt is empty: no tokens to run".into()));
         }
@@ -171,6 +173,9 @@ impl Qwen2Vl {
         }
         if !videos.is_empty() {
             features.push((self.config.video_token_id, self.encode(&videos)?));
+        }
+        if !media_grad {
+            features = features.into_iter().map(|(id, f)| (id, f.detach())).collect();
         }
         let text = self.language_model.embed(&Tensor::new(input.ids.as_slice(), &self.device)?)?;
         splice(&text, &input.ids, &features, &self.device)

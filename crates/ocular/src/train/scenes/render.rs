@@ -30,12 +30,6 @@ const STAR: [[f32; 2]; 10] = [
     [-1.141268, -0.37082],
     [-0.293893, -0.404508],
 ];
-/// Regular pentagon pointing up, circumradius 1.05.
-const PENTAGON: [[f32; 2]; 5] =
-    [[0.0, -1.05], [0.998609, -0.324468], [0.617175, 0.849468], [-0.617175, 0.849468], [-0.998609, -0.324468]];
-/// Regular hexagon with flat top and bottom (its silhouette differs most from a circle's).
-const HEXAGON: [[f32; 2]; 6] =
-    [[1.0, 0.0], [0.5, 0.866025], [-0.5, 0.866025], [-1.0, 0.0], [-0.5, -0.866025], [0.5, -0.866025]];
 /// Rhombus taller than wide, so it is never a rotated square.
 const DIAMOND: [[f32; 2]; 4] = [[0.0, -1.15], [0.8, 0.0], [0.0, 1.15], [-0.8, 0.0]];
 
@@ -46,8 +40,6 @@ fn polygon(shape: Shape) -> Option<&'static [[f32; 2]]> {
         Shape::Square => Some(&SQUARE),
         Shape::Triangle => Some(&TRIANGLE),
         Shape::Star => Some(&STAR),
-        Shape::Pentagon => Some(&PENTAGON),
-        Shape::Hexagon => Some(&HEXAGON),
         Shape::Diamond => Some(&DIAMOND),
     }
 }

@@ -11,14 +11,11 @@ pub enum Shape {
     Square,
     Triangle,
     Star,
-    Pentagon,
-    Hexagon,
     Diamond,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 7] =
-        [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Star, Shape::Pentagon, Shape::Hexagon, Shape::Diamond];
+    pub const ALL: [Shape; 5] = [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Star, Shape::Diamond];
 
     /// Canonical singular name, e.g. "circle".
     pub fn name(self) -> &'static str {
@@ -27,8 +24,6 @@ impl Shape {
             Shape::Square => "square",
             Shape::Triangle => "triangle",
             Shape::Star => "star",
-            Shape::Pentagon => "pentagon",
-            Shape::Hexagon => "hexagon",
             Shape::Diamond => "diamond",
         }
     }
@@ -151,6 +146,6 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), Shape::ALL.len());
-        assert_eq!(Shape::Hexagon.plural(), "hexagons");
+        assert_eq!(Shape::Diamond.plural(), "diamonds");
     }
 }
