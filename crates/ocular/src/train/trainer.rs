@@ -182,8 +182,8 @@ impl Trainer {
     fn loss(&self, samples: &[Sample]) -> Result<(Tensor, usize)> {
         let mut total: Option<Tensor> = None;
         let mut count = 0;
+        let train_vision = self.config.optim.vision_lr_scale > 0.0;
         for s in samples {
-            let train_vision = self.config.optim.vision_lr_scale > 0.0;
             let logits = self.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision)?;
             let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
             let ce = (candle_nn::loss::cross_entropy(&logits, &targets)? * s.targets.len() as f64)?;
