@@ -63,6 +63,9 @@ pub struct ModelShape {
     /// Write a chat template that puts a user's text before its images and videos (Qwen2-VL's
     /// puts them first): every vision token then sees the question.
     pub text_before_media: bool,
+    /// Train the tokenizer with every digit a token of its own (as Qwen2's), so a box's
+    /// coordinates are always spelled the same way; off, BPE merges digit groups.
+    pub split_digits: bool,
     /// Images are resized to within these many pixels (multiples of (2 x patch size) squared).
     pub min_pixels: u64,
     pub max_pixels: u64,
@@ -127,6 +130,7 @@ impl Default for ModelShape {
             text_intermediate: 768,
             rope_theta: 10_000.0,
             text_before_media: false,
+            split_digits: false,
             min_pixels: 56 * 56,
             max_pixels: 224 * 224,
         }

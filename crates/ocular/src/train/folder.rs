@@ -20,7 +20,7 @@ fn write_json(dir: &Path, name: &str, value: &Value) -> Result<()> {
 pub fn write_new(dir: &Path, config: &TrainConfig) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::model_file(dir, e))?;
     let m = &config.model;
-    let tok = tokenizer::build(m.vocab_size, config.seed, &config.data, 4000)?;
+    let tok = tokenizer::build(m.vocab_size, config.seed, &config.data, 4000, m.split_digits)?;
     let template = if m.text_before_media { tokenizer::CHAT_TEMPLATE_TEXT_FIRST } else { tokenizer::CHAT_TEMPLATE };
     tokenizer::save(&tok, template, dir)?;
     let id = |t: &str| tok.token_to_id(t).expect("special tokens are added");

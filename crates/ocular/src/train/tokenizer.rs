@@ -7,6 +7,9 @@ use std::path::Path;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::scenes::{Generator, SceneConfig, Task};
@@ -41,8 +44,17 @@ pub const CHAT_TEMPLATE: &str = include_str!("qwen2_vl_chat_template.jinja");
 pub const CHAT_TEMPLATE_TEXT_FIRST: &str = include_str!("qwen2_vl_chat_template_text_first.jinja");
 
 /// Trains a tokenizer of `vocab_size` entries (special tokens included) on the questions and
-/// answers of `examples` scene examples from the generator at `seed`.
-pub fn build(vocab_size: usize, seed: u64, scenes: &SceneConfig, examples: usize) -> Result<Tokenizer> {
+/// answers of `examples` scene examples from the generator at `seed`. With `split_digits`,
+/// every digit is a token of its own, as in Qwen2's tokenizer; without it BPE learns digit
+/// groups as the corpus happens to favour them ("123" -> "1" "23", "456" -> "45" "6"), so
+/// the same coordinate is spelled differently from box to box.
+pub fn build(
+    vocab_size: usize,
+    seed: u64,
+    scenes: &SceneConfig,
+    examples: usize,
+    split_digits: bool,
+) -> Result<Tokenizer> {
     let err = |e: tokenizers::Error| Error::Tokenizer(format!("training the tokenizer: {e}"));
     // Every task's words, whatever subset or object range this run trains on.
     let full = SceneConfig { min_side: scenes.min_side, max_side: scenes.max_side, ..Default::default() };
@@ -65,7 +77,12 @@ pub fn build(vocab_size: usize, seed: u64, scenes: &SceneConfig, examples: usize
         .build()
         .into();
     let mut tokenizer = Tokenizer::new(BPE::default());
-    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
+    tokenizer.with_pre_tokenizer(Some(if split_digits {
+        PreTokenizerWrapper::Sequence(Sequence::new(vec![Digits::new(true).into(), byte_level]))
+    } else {
+        byte_level
+    }));
     tokenizer.with_decoder(Some(ByteLevel::default()));
     tokenizer.train(&mut trainer, corpus.into_iter()).map_err(err)?;
     let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
@@ -101,7 +118,7 @@ mod tests {
 
     #[test]
     fn special_tokens_follow_the_vocabulary_and_text_round_trips() {
-        let tok = build(400, 1, &SceneConfig::default(), 700).unwrap();
+        let tok = build(400, 1, &SceneConfig::default(), 700, false).unwrap();
         assert_eq!(tok.get_vocab_size(true), 400);
         assert_eq!(tok.token_to_id("<|endoftext|>"), Some(386));
         assert_eq!(tok.token_to_id("<|video_pad|>"), Some(399));
@@ -110,6 +127,25 @@ mod tests {
         assert_eq!(tok.decode(ids.get_ids(), false).unwrap(), text);
         // Scene words are whole tokens, not bytes.
         assert!(tok.encode("square", false).unwrap().get_ids().len() <= 2);
+    }
+
+    #[test]
+    fn split_digits_spells_every_number_digit_by_digit() {
+        let tok = build(400, 1, &SceneConfig::default(), 700, true).unwrap();
+        let text = "<|box_start|>(123,456),(78,1000)<|box_end|>";
+        let ids = tok.encode(text, false).unwrap();
+        let pieces: Vec<&str> = ids.get_tokens().iter().map(String::as_str).collect();
+        let digits: Vec<&str> = pieces.iter().copied().filter(|p| p.chars().any(|c| c.is_ascii_digit())).collect();
+        assert_eq!(digits, ["1", "2", "3", "4", "5", "6", "7", "8", "1", "0", "0", "0"], "{pieces:?}");
+        assert_eq!(tok.decode(ids.get_ids(), false).unwrap(), text);
+        assert_eq!(
+            tok.decode(tok.encode("There are 3 circles.", false).unwrap().get_ids(), false).unwrap(),
+            "There are 3 circles."
+        );
+        // Without it, BPE at the built-in model's size merges digit groups.
+        let merged = build(1024, 1, &SceneConfig::default(), 4000, false).unwrap();
+        let tokens = merged.encode(text, false).unwrap().get_tokens().to_vec();
+        assert!(tokens.iter().any(|t| t.len() > 1 && t.chars().all(|c| c.is_ascii_digit())), "{tokens:?}");
     }
 
     #[test]

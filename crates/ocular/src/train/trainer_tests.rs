@@ -297,3 +297,18 @@ fn a_zero_vision_lr_scale_freezes_the_vision_side_after_the_warm_up() {
     assert!(changed(&warmed, &asked, false) > 0, "question steps trained no language-model weight");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `[model] split_digits` writes a tokenizer that spells numbers digit by digit, and the
+/// model folder loads with it.
+#[test]
+fn a_digit_splitting_tokenizer_is_written_and_loads() {
+    let out = scratch("split-digits");
+    let mut config = tiny(&out, 1);
+    config.model.split_digits = true;
+    use crate::models::VisionLanguageModel;
+    let trainer = Trainer::new(config, false).unwrap();
+    let ids = trainer.model.tokenizer().encode("(407,1000)", false).unwrap();
+    let pieces: Vec<String> = ids.iter().map(|&id| trainer.model.tokenizer().decode(&[id], false).unwrap()).collect();
+    assert_eq!(pieces, ["(", "4", "0", "7", ",", "1", "0", "0", "0", ")"]);
+    let _ = std::fs::remove_dir_all(&out);
+}
