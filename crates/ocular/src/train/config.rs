@@ -209,6 +209,12 @@ impl TrainConfig {
                 d.batch_size, d.warmup_batch_size, d.lr, d.weight
             ));
         }
+        if d.weight > 0.0 && o.vision_lr_scale == 0.0 {
+            return Err(format!(
+                "dense.weight {} does nothing with optim.vision_lr_scale 0 (the vision tower is frozen on question steps): set one of them",
+                d.weight
+            ));
+        }
         if m.vision_patch_size < 2 {
             return Err(format!("model.vision_patch_size {} must be at least 2", m.vision_patch_size));
         }
@@ -240,6 +246,10 @@ mod tests {
         let mut config = TrainConfig::default();
         config.optim.vision_lr_scale = 0.0;
         assert!(config.validate().is_ok(), "0 freezes the vision side");
+        config.dense.weight = 0.5;
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("dense.weight 0.5") && e.contains("optim.vision_lr_scale 0"), "{e}");
+        config.dense.weight = 0.0;
         config.optim.vision_lr_scale = -0.5;
         let e = config.validate().unwrap_err();
         assert!(e.contains("optim.vision_lr_scale -0.5"), "{e}");
