@@ -225,6 +225,7 @@ impl Trainer {
         let o = self.config.optim.clone();
         let d = self.config.dense.clone();
         let total = d.warmup_steps + o.steps;
+        let visual = format!("{}.", Layout::V5.visual);
         let start = Instant::now();
         let first = self.optimizer.step;
         let mut tokens = 0usize;
@@ -254,7 +255,6 @@ impl Trainer {
             let grad_norm = self.optimizer.clip(&mut grads, o.grad_clip)?;
             // Question steps may train the vision tower and merger slower, or not at all.
             let vision_lr = if warm { lr } else { lr * o.vision_lr_scale };
-            let visual = format!("{}.", Layout::V5.visual);
             self.optimizer.apply(&grads, &o, &|name| if name.starts_with(&visual) { vision_lr } else { lr })?;
             let done = self.optimizer.step;
             let questions_done = done.saturating_sub(d.warmup_steps);
