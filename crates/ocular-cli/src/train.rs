@@ -56,7 +56,13 @@ pub fn main(args: Args) -> Result<()> {
             duration(p.eta_secs)
         );
         let line = match p.dense {
-            Some(d) => format!("{line}  dense colour {:.4} shape {:.4}", d.colour, d.shape),
+            Some(d) => {
+                let line = format!("{line}  dense colour {:.4} shape {:.4}", d.colour, d.shape);
+                match (d.elsewhere, d.size) {
+                    (Some(e), Some(z)) => format!("{line} no-centre {e:.4} size {z:.4}"),
+                    _ => line,
+                }
+            }
             None => line,
         };
         if let Some(e) = p.eval_loss {

@@ -28,6 +28,8 @@ pub struct Sample {
     /// Rows whose next token is scored, and those tokens.
     pub rows: Vec<u32>,
     pub targets: Vec<u32>,
+    /// Each packed answer's span of `rows` and `targets`.
+    pub answers: Vec<std::ops::Range<usize>>,
 }
 
 pub fn media(example: &Example) -> Media {
@@ -92,16 +94,18 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
     }
     let mut ids = singles[0].prepared.ids[..prefix].to_vec();
     let mut positions = model.position_ids(&singles[0].prepared)?.0[..prefix].to_vec();
-    let (mut rows, mut targets, mut branches) = (vec![], vec![], vec![]);
+    let (mut rows, mut targets, mut branches, mut answers) = (vec![], vec![], vec![], vec![]);
     for s in &singles {
         let start = ids.len();
         let own = &s.prepared.ids;
         ids.extend_from_slice(&own[prefix..]);
         positions.extend_from_slice(&model.position_ids(&s.prepared)?.0[prefix..]);
+        let first = targets.len();
         for i in s.answer_start..own.len() {
             rows.push((start + i - 1 - prefix) as u32);
             targets.push(own[i]);
         }
+        answers.push(first..targets.len());
         branches.push(start..ids.len());
     }
     let mask = branch_mask(ids.len(), prefix, &branches, model.device())?;
@@ -115,7 +119,7 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
     } else {
         singles.into_iter().flat_map(|s| s.prepared.media).collect()
     };
-    Ok(Sample { prepared: Prepared { ids, media: media_inputs }, positions, mask, rows, targets })
+    Ok(Sample { prepared: Prepared { ids, media: media_inputs }, positions, mask, rows, targets, answers })
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

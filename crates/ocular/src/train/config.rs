@@ -39,6 +39,10 @@ pub struct Dense {
     pub lr: f64,
     /// Weight of the dense loss added to the answer loss on question steps (0: none).
     pub weight: f64,
+    /// Also label where objects are: "no centre" at tokens without an object's centre, size
+    /// at centre tokens, and a centre token's colour even for a small object (see
+    /// `train::dense`).
+    pub centres: bool,
 }
 
 /// The shape of a new Qwen2-VL-architecture model (ignored when fine-tuning).
@@ -98,6 +102,21 @@ pub struct Optim {
     /// below 1 keeps what a `[dense]` warm-up taught them from being overwritten by the first
     /// answers' large gradients; 0 freezes them (and skips their backward pass).
     pub vision_lr_scale: f64,
+    /// How the answers' cross-entropy is averaged over a batch.
+    pub loss_weighting: LossWeighting,
+}
+
+/// Whether every answer token or every answer weighs the same in the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossWeighting {
+    /// The mean over all answer tokens: a 25-token caption or box outweighs a one-word colour
+    /// 25 to 1.
+    #[default]
+    Token,
+    /// The mean over answers of each answer's mean token loss: every question counts the same,
+    /// whatever its answer's length.
+    Answer,
 }
 
 impl Default for TrainConfig {
@@ -155,13 +174,14 @@ impl Default for Optim {
             eval_examples: 32,
             checkpoint_every: 200,
             vision_lr_scale: 1.0,
+            loss_weighting: LossWeighting::Token,
         }
     }
 }
 
 impl Default for Dense {
     fn default() -> Self {
-        Self { warmup_steps: 0, warmup_batch_size: 16, batch_size: 4, lr: 1e-3, weight: 0.0 }
+        Self { warmup_steps: 0, warmup_batch_size: 16, batch_size: 4, lr: 1e-3, weight: 0.0, centres: false }
     }
 }
 
@@ -263,6 +283,16 @@ mod tests {
         config.dense.warmup_steps = 10;
         let e = config.validate().unwrap_err();
         assert!(e.contains("dense.warmup_batch_size 0"), "{e}");
+    }
+
+    #[test]
+    fn loss_weighting_parses_and_an_unknown_one_is_named() {
+        let parse = |text: &str| toml::from_str::<TrainConfig>(text).map_err(|e| e.to_string());
+        assert_eq!(parse("").unwrap().optim.loss_weighting, LossWeighting::Token);
+        let config = parse("[optim]\nloss_weighting = \"answer\"").unwrap();
+        assert_eq!(config.optim.loss_weighting, LossWeighting::Answer);
+        let e = parse("[optim]\nloss_weighting = \"example\"").unwrap_err();
+        assert!(e.contains("example") && e.contains("answer"), "{e}");
     }
 
     #[test]

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::batch::{sample, Sample};
-use super::config::TrainConfig;
+use super::config::{LossWeighting, TrainConfig};
+pub use super::dense::DenseParts;
 use super::dense::{self, DenseHead, DenseLoss};
 use super::folder;
 use super::optim::{learning_rate, AdamW};
@@ -24,13 +25,6 @@ use crate::rng::splitmix64;
 
 /// The dense head's variables in a checkpoint (the finished model folder leaves them out).
 const DENSE_HEAD_FILE: &str = "dense_head.safetensors";
-
-/// The two parts of the dense loss, as reported.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DenseParts {
-    pub colour: f32,
-    pub shape: f32,
-}
 
 /// What the loop reports after each step.
 #[derive(Debug, Clone)]
@@ -146,7 +140,7 @@ impl Trainer {
         let dense = if config.dense.enabled() {
             let head_vars = VarMap::new();
             let vb = VarBuilder::from_varmap(&head_vars, DType::F32, &Device::Cpu);
-            let head = DenseHead::new(vb, model.config().text.hidden_size)?;
+            let head = DenseHead::new(vb, model.config().text.hidden_size, config.dense.centres)?;
             if resuming {
                 load_into(&head_vars, &[checkpoint.join(DENSE_HEAD_FILE)])?;
             } else {
@@ -178,22 +172,37 @@ impl Trainer {
         self.varmap.all_vars().iter().map(|v| v.elem_count()).sum()
     }
 
-    /// Summed cross-entropy over the answer tokens of `samples`, and their count.
-    fn loss(&self, samples: &[Sample]) -> Result<(Tensor, usize)> {
+    /// The answers' summed cross-entropy over `samples`, weighted as `weighting` says, and the
+    /// total weight to divide it by (answer tokens, or answers).
+    fn loss(&self, samples: &[Sample], weighting: LossWeighting) -> Result<(Tensor, f64)> {
         let mut total: Option<Tensor> = None;
-        let mut count = 0;
+        let mut weight = 0.0;
         let train_vision = self.config.optim.vision_lr_scale > 0.0;
         for s in samples {
             let logits = self.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision)?;
             let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
-            let ce = (candle_nn::loss::cross_entropy(&logits, &targets)? * s.targets.len() as f64)?;
-            count += s.targets.len();
+            let part = match weighting {
+                LossWeighting::Token => {
+                    weight += s.targets.len() as f64;
+                    (candle_nn::loss::cross_entropy(&logits, &targets)? * s.targets.len() as f64)?
+                }
+                LossWeighting::Answer => {
+                    weight += s.answers.len() as f64;
+                    let per_token: Vec<f32> =
+                        s.answers.iter().flat_map(|a| std::iter::repeat(1.0 / a.len() as f32).take(a.len())).collect();
+                    let nll = candle_nn::ops::log_softmax(&logits, D::Minus1)?
+                        .gather(&targets.unsqueeze(1)?, 1)?
+                        .squeeze(1)?
+                        .neg()?;
+                    (nll * Tensor::new(per_token, logits.device())?)?.sum_all()?
+                }
+            };
             total = Some(match total {
-                Some(t) => (t + ce)?,
-                None => ce,
+                Some(t) => (t + part)?,
+                None => part,
             });
         }
-        Ok((total.ok_or_else(|| Error::Invalid("empty batch".into()))?, count))
+        Ok((total.ok_or_else(|| Error::Invalid("empty batch".into()))?, weight))
     }
 
     /// `n` packed groups of examples about shared media.
@@ -206,7 +215,8 @@ impl Trainer {
     pub fn eval_loss(&self) -> Result<f32> {
         let mut g = Generator::new(self.config.seed ^ 0x5EED_0F_E7A1, self.config.data.clone());
         let samples = self.samples(&mut g, self.config.optim.eval_examples.max(1))?;
-        let (sum, n) = self.loss(&samples)?;
+        // Per token whatever the run's weighting, so held-out losses of runs compare.
+        let (sum, n) = self.loss(&samples, LossWeighting::Token)?;
         Ok(sum.to_scalar::<f32>()? / n as f32)
     }
 
@@ -241,8 +251,8 @@ impl Trainer {
                 let step = step - d.warmup_steps;
                 let samples = self.samples(&mut generator(&self.config, step as u64), o.batch_size)?;
                 tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
-                let (sum, n) = self.loss(&samples)?;
-                let answers = (sum / n as f64)?;
+                let (sum, n) = self.loss(&samples, o.loss_weighting)?;
+                let answers = (sum / n)?;
                 let dense = if d.weight > 0.0 { self.dense_loss(d.warmup_steps + step)? } else { None };
                 (answers, dense, learning_rate(&o, step))
             };
@@ -274,7 +284,7 @@ impl Trainer {
                 loss: loss.to_scalar::<f32>()?,
                 lr,
                 grad_norm,
-                dense: dense.map(|x| DenseParts { colour: x.colour, shape: x.shape }),
+                dense: dense.map(|x| x.parts),
                 tokens_per_sec: tokens as f64 / elapsed.max(1e-9),
                 eta_secs: (total - done) as f64 / rate.max(1e-9),
                 eval_loss,

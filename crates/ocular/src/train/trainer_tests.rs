@@ -75,8 +75,8 @@ fn every_parameter_gets_a_gradient() {
     let (trainer, out) = one_step_trainer("grads");
     let mut gen = Generator::new(5, trainer.config.data.clone());
     let samples = trainer.samples(&mut gen, 2).unwrap();
-    let (sum, n) = trainer.loss(&samples).unwrap();
-    let grads = (sum / n as f64).unwrap().backward().unwrap();
+    let (sum, n) = trainer.loss(&samples, LossWeighting::Token).unwrap();
+    let grads = (sum / n).unwrap().backward().unwrap();
     let data = trainer.varmap.data().lock().unwrap();
     let mut without: Vec<&String> = Vec::new();
     for (name, var) in data.iter() {
@@ -86,6 +86,39 @@ fn every_parameter_gets_a_gradient() {
         }
     }
     assert!(without.is_empty(), "no gradient reaches {without:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Weighted per answer, a packed group's loss is the mean of its answers' own mean losses
+/// (answers of different lengths weigh the same); weighted per token, the mean over tokens.
+#[test]
+fn answer_weighting_averages_each_answer_first() {
+    let (trainer, out) = one_step_trainer("weighting");
+    let mut gen = Generator::new(11, trainer.config.data.clone());
+    let group = (0..20).map(|_| gen.group(4)).find(|g| {
+        let lens: Vec<usize> = g.iter().map(|e| e.answer.len()).collect();
+        lens.len() >= 3 && lens.iter().min() != lens.iter().max()
+    });
+    let group = group.expect("a group of answers of different lengths");
+    let alone: Vec<(f64, f64)> = group
+        .iter()
+        .map(|e| {
+            let s = sample(&trainer.model, &trainer.template, std::slice::from_ref(e)).unwrap();
+            let (sum, n) = trainer.loss(&[s], LossWeighting::Token).unwrap();
+            (sum.to_scalar::<f32>().unwrap() as f64, n)
+        })
+        .collect();
+    let packed = sample(&trainer.model, &trainer.template, &group).unwrap();
+    assert_eq!(packed.answers.len(), group.len());
+    let (sum, n) = trainer.loss(std::slice::from_ref(&packed), LossWeighting::Answer).unwrap();
+    let per_answer = sum.to_scalar::<f32>().unwrap() as f64 / n;
+    let want = alone.iter().map(|(s, n)| s / n).sum::<f64>() / alone.len() as f64;
+    assert!((per_answer - want).abs() < 1e-4, "per answer {per_answer} vs {want}");
+    let (sum, n) = trainer.loss(&[packed], LossWeighting::Token).unwrap();
+    let per_token = sum.to_scalar::<f32>().unwrap() as f64 / n;
+    let want = alone.iter().map(|(s, _)| s).sum::<f64>() / alone.iter().map(|(_, n)| n).sum::<f64>();
+    assert!((per_token - want).abs() < 1e-4, "per token {per_token} vs {want}");
+    assert!((per_token - per_answer).abs() > 1e-3, "the two weightings should differ here");
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -165,8 +198,8 @@ fn gradients_match_transformers() {
     let s = sample(&trainer.model, &trainer.template, &[example]).unwrap();
     let ids: Vec<u32> = want["ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
     assert_eq!(s.prepared.ids, ids, "the rendered example differs from transformers'");
-    let (sum, n) = trainer.loss(&[s]).unwrap();
-    let loss = (sum / n as f64).unwrap();
+    let (sum, n) = trainer.loss(&[s], LossWeighting::Token).unwrap();
+    let loss = (sum / n).unwrap();
     let (ours, theirs) = (loss.to_scalar::<f32>().unwrap(), want["loss"].to_vec1::<f32>().unwrap()[0]);
     assert!((ours - theirs).abs() < 1e-5, "loss {ours} vs transformers' {theirs}");
     let grads = loss.backward().unwrap();
@@ -225,8 +258,14 @@ fn loss_falls_runs_resume_and_the_folder_loads() {
 fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_model() {
     let out = scratch("train-dense");
     let mut config = tiny(&out, 2);
-    config.dense =
-        super::super::config::Dense { warmup_steps: 8, warmup_batch_size: 4, batch_size: 2, lr: 3e-3, weight: 0.5 };
+    config.dense = super::super::config::Dense {
+        warmup_steps: 8,
+        warmup_batch_size: 4,
+        batch_size: 2,
+        lr: 3e-3,
+        weight: 0.5,
+        centres: false,
+    };
     let mut trainer = Trainer::new(config.clone(), false).unwrap();
     let mut seen = vec![];
     trainer.run(&mut |p| seen.push((p.step, p.steps, p.loss, p.dense.map(|d| d.colour + d.shape)))).unwrap();
@@ -249,6 +288,40 @@ fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_mod
     let mut steps = vec![];
     resumed.run(&mut |p| steps.push(p.step)).unwrap();
     assert_eq!(steps, vec![11]);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Centre labels add the "no centre" and size parts to the dense loss, which all fall; the
+/// plain labels report neither.
+#[test]
+fn centre_labels_add_their_parts_and_they_fall() {
+    let out = scratch("train-dense-centres");
+    let mut config = tiny(&out, 1);
+    // 4 x 4 merged tokens, so that every image has tokens without a centre.
+    config.model.max_pixels = 112 * 112;
+    config.model.min_pixels = 112 * 112;
+    config.dense = super::super::config::Dense {
+        warmup_steps: 12,
+        warmup_batch_size: 4,
+        batch_size: 2,
+        lr: 3e-3,
+        weight: 0.0,
+        centres: true,
+    };
+    let mut seen = vec![];
+    Trainer::new(config.clone(), false).unwrap().run(&mut |p| seen.extend(p.dense)).unwrap();
+    assert_eq!(seen.len(), 12, "{seen:?}");
+    let sum = |d: &DenseParts| d.colour + d.shape + d.elsewhere.unwrap() + d.size.unwrap();
+    let (first, last) = (sum(&seen[0]), sum(&seen[11]));
+    assert!(last < first, "dense loss {first} -> {last}");
+    // "no centre" starts near chance among the 6 shape classes, size among 2.
+    assert!((seen[0].elsewhere.unwrap() - 6f32.ln()).abs() < 0.5, "{:?}", seen[0]);
+    assert!((seen[0].size.unwrap() - 2f32.ln()).abs() < 0.3, "{:?}", seen[0]);
+    config.dense.centres = false;
+    let _ = std::fs::remove_dir_all(&out);
+    let mut plain = vec![];
+    Trainer::new(config, false).unwrap().run(&mut |p| plain.extend(p.dense)).unwrap();
+    assert!(plain.iter().all(|d| d.elsewhere.is_none() && d.size.is_none()), "{plain:?}");
     let _ = std::fs::remove_dir_all(&out);
 }
 
