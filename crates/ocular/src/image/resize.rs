@@ -204,9 +204,10 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbIma
     let vert = AxisCoeffs::new(in_h, out_h, filter);
     let src = img.as_raw();
 
-    // Pillow 13 runs the vertical pass first when it shrinks and the horizontal pass enlarges
-    // (less work); the uint8 rounding between passes makes the order visible, so follow it.
-    if out_w > in_w && out_h < in_h {
+    // Pillow 13 runs the vertical pass first when it removes more than twice as many rows as
+    // the horizontal pass removes columns (python-pillow/Pillow#9549: less work); the uint8
+    // rounding between passes makes the order visible, so follow it. Ties go horizontal first.
+    if vertical_first(in_w, in_h, out_w, out_h) {
         let tall = vertical_pass(src, in_w, 0, &vert, out_h);
         let coeffs = AxisCoeffs::new(in_w, out_w, filter);
         let out = horizontal_pass(&tall, in_w, 0..out_h, out_w, &coeffs);
@@ -231,6 +232,13 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbIma
     };
     let out = if out_h != in_h { vertical_pass(&horiz, out_w, row_offset, &vert, out_h) } else { horiz };
     RgbImage::from_raw(width, height, out).expect("resize produced a buffer of the wrong size")
+}
+
+/// Whether Pillow 13 resamples rows (the vertical pass) before columns: when the height
+/// shrinks by more than twice the rows the width shrinks by columns (a growing width counts
+/// as shrinking by a negative amount).
+fn vertical_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool {
+    out_h < in_h && out_w != in_w && (in_h - out_h) as i64 > 2 * (in_w as i64 - out_w as i64)
 }
 
 /// Resamples each row in `rows` of `src` (width `in_w`, RGB) to `out_w` pixels.
@@ -345,9 +353,41 @@ mod tests {
         let horizontal_then_vertical = resize(&resize(&img, 56, 90, Filter::Bicubic), 56, 84, Filter::Bicubic);
         assert_eq!(direct, vertical_then_horizontal);
         assert_ne!(direct, horizontal_then_vertical);
-        // Every other combination resamples columns first.
+        // Widening while growing taller resamples columns first.
         let direct = resize(&img, 40, 100, Filter::Bicubic);
         assert_eq!(direct, resize(&resize(&img, 40, 90, Filter::Bicubic), 40, 100, Filter::Bicubic));
+    }
+
+    /// Sizes on both sides of Pillow 13's rule, each pass order measured with Pillow 13.0.0
+    /// (`resize((w, h))` against the two one-axis-at-a-time compositions; every filter agrees).
+    #[test]
+    fn pass_order_matches_pillow_13_at_the_boundary() {
+        let cases = [
+            ((300, 200, 250, 100), false), // 100 rows == 2 x 50 columns: a tie, columns first
+            ((300, 200, 251, 100), true),
+            ((300, 200, 250, 99), true),
+            ((100, 300, 50, 200), false),
+            ((100, 300, 50, 199), true),
+            ((1000, 40, 998, 36), false),
+            ((1000, 40, 998, 35), true),
+            ((100, 100, 200, 99), true), // widening while shrinking
+            ((100, 100, 200, 101), false),
+            ((100, 100, 99, 98), false),
+            ((100, 100, 99, 97), true),
+            ((342, 390, 171, 81), false),
+            ((199, 181, 196, 168), true), // examples/scene.png in the built-in model's processor
+            ((72, 182, 35, 31), true),
+        ];
+        for ((w0, h0, w, h), vertical) in cases {
+            assert_eq!(vertical_first(w0, h0, w, h), vertical, "{w0}x{h0} -> {w}x{h}");
+            let img = noisy(w0 as u32, h0 as u32);
+            let (w, h) = (w as u32, h as u32);
+            let direct = resize(&img, w, h, Filter::Bicubic);
+            let rows_first = resize(&resize(&img, w0 as u32, h, Filter::Bicubic), w, h, Filter::Bicubic);
+            let columns_first = resize(&resize(&img, w, h0 as u32, Filter::Bicubic), w, h, Filter::Bicubic);
+            assert_eq!(direct == rows_first, vertical, "{w0}x{h0} -> {w}x{h}");
+            assert_eq!(direct == columns_first, !vertical, "{w0}x{h0} -> {w}x{h}");
+        }
     }
 
     #[test]
