@@ -126,9 +126,11 @@ fn the_builtin_model_scores_on_200_fresh_scenes() {
     let tasks = &report["tasks"];
     let n: u64 = tasks.as_object().unwrap().values().map(|t| t["n"].as_u64().unwrap()).sum();
     assert_eq!(n, 200);
-    for (task, floor) in [("attribute", 0.25), ("count", 0.3), ("multi_image", 0.35), ("video", 0.1)] {
+    for (task, floor) in
+        [("attribute", 0.45), ("count", 0.35), ("relation", 0.08), ("multi_image", 0.4), ("video", 0.1)]
+    {
         let accuracy = tasks[task]["accuracy"].as_f64().unwrap();
         assert!(accuracy >= floor, "{task}: accuracy {accuracy} under the floor {floor}");
     }
-    assert!(report["grounding"]["mean_iou"].as_f64().unwrap() > 0.005, "{report}");
+    assert!(report["grounding"]["mean_iou"].as_f64().unwrap() > 0.003, "{report}");
 }
