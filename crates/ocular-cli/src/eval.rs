@@ -1,11 +1,13 @@
 //! `ocular eval`: score a model on a seeded evaluation suite (the procedural scenes of
 //! `ocular::train::scenes`): accuracy per task, box quality for grounding; a table or JSON.
 
-use std::cell::Cell;
-use std::io::IsTerminal;
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
 
-use anyhow::Result;
-use ocular::train::eval::{self, Report};
+use anyhow::{Context, Result};
+use ocular::train::eval::{self, Report, Scored};
 
 use crate::common::ModelArgs;
 
@@ -25,6 +27,10 @@ pub struct Args {
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write every answer to FILE as JSON lines (task, question, expected, answer,
+    /// correct, and iou for boxes), each line as soon as it is scored.
+    #[arg(long, value_name = "FILE")]
+    predictions: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -43,12 +49,28 @@ pub fn main(args: Args) -> Result<()> {
     let suite = match args.suite {
         Suite::Scenes => eval::Suite::Scenes,
     };
+    // Opened before the weights load, so a bad path fails at once.
+    let predictions = match &args.predictions {
+        Some(path) => Some(RefCell::new(BufWriter::new(
+            File::create(path).with_context(|| format!("cannot write predictions to {}", path.display()))?,
+        ))),
+        None => None,
+    };
+    let write_error: RefCell<Option<std::io::Error>> = RefCell::new(None);
     let pipeline = args.model.load()?;
     let terminal = std::io::stderr().is_terminal();
     let line_open = Cell::new(false);
     let mut last_tenth = None;
     // On a terminal the count is rewritten in place; elsewhere a line at each tenth of the run.
-    let progress = |done: usize, total: usize| {
+    let each = |scored: &Scored| {
+        if let Some(out) = &predictions {
+            let line = prediction_line(scored);
+            let mut out = out.borrow_mut();
+            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                write_error.borrow_mut().get_or_insert(e);
+            }
+        }
+        let (done, total) = (scored.done, scored.total);
         if args.model.quiet {
             return;
         }
@@ -63,9 +85,12 @@ pub fn main(args: Args) -> Result<()> {
             }
         }
     };
-    let report: Result<Report, _> = eval::evaluate(&pipeline, suite, args.n, args.seed, progress);
+    let report: Result<Report, _> = eval::evaluate(&pipeline, suite, args.n, args.seed, each);
     if line_open.get() {
         eprintln!();
+    }
+    if let (Some(e), Some(path)) = (write_error.into_inner(), &args.predictions) {
+        return Err(e).with_context(|| format!("cannot write predictions to {}", path.display()));
     }
     let report = report?;
     if args.json {
@@ -74,4 +99,19 @@ pub fn main(args: Args) -> Result<()> {
         println!("{}", report.table());
     }
     Ok(())
+}
+
+/// One answer as a JSON line: what was asked, what was expected, what the model said.
+fn prediction_line(s: &Scored) -> serde_json::Value {
+    let mut line = serde_json::json!({
+        "task": s.example.kind.name(),
+        "question": s.example.question,
+        "expected": s.example.answer,
+        "answer": s.prediction.answer,
+        "correct": s.correct,
+    });
+    if let Some(iou) = s.iou {
+        line["iou"] = serde_json::json!(iou);
+    }
+    line
 }

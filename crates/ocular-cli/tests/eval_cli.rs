@@ -66,3 +66,40 @@ fn too_few_examples_or_an_unknown_suite_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("invalid value 'coco'") && err.contains("scenes"), "{err}");
 }
+
+#[test]
+fn predictions_file_has_every_answer_and_agrees_with_the_report() {
+    let m = model();
+    let file = common::scratch("eval-predictions").join("answers.jsonl");
+    let f = file.to_str().unwrap();
+    let out = ocular(&["eval", "-q", "--model", &m, "--n", "14", "--seed", "1", "--json", "--predictions", f]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 14);
+    for name in TASKS {
+        let mine: Vec<&Value> = lines.iter().filter(|l| l["task"] == name).collect();
+        assert_eq!(mine.len(), 2, "{name}");
+        for l in &mine {
+            assert!(l["question"].as_str().is_some_and(|q| !q.is_empty()), "{l}");
+            assert!(l["expected"].as_str().is_some_and(|a| !a.is_empty()), "{l}");
+            assert!(l["answer"].is_string() && l["correct"].is_boolean(), "{l}");
+            assert_eq!(l.get("iou").is_some(), name == "grounding", "{l}");
+        }
+        let right = mine.iter().filter(|l| l["correct"] == true).count() as f64;
+        assert_eq!(report["tasks"][name]["accuracy"].as_f64().unwrap() * 2.0, right, "{name}");
+    }
+    let ious: f64 = lines.iter().filter_map(|l| l["iou"].as_f64()).sum();
+    assert!((report["grounding"]["mean_iou"].as_f64().unwrap() * 2.0 - ious).abs() < 1e-9);
+}
+
+#[test]
+fn an_unwritable_predictions_file_is_named_before_loading() {
+    let m = model();
+    let out = ocular(&["eval", "--model", &m, "--n", "7", "--predictions", "/no/such/dir/answers.jsonl"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write predictions to /no/such/dir/answers.jsonl"), "{err}");
+    assert!(!err.contains("loading") && !err.contains("panicked"), "{err}");
+}

@@ -64,29 +64,42 @@ pub struct Prediction {
     pub bbox: Option<[f32; 4]>,
 }
 
+/// One answer as [`evaluate`] scored it, passed to its caller as it comes.
+#[derive(Debug, Clone, Copy)]
+pub struct Scored<'a> {
+    /// Answers so far, this one included, and in all.
+    pub done: usize,
+    pub total: usize,
+    pub example: &'a Example,
+    pub prediction: &'a Prediction,
+    /// Whether the answer [`answers_match`] the canonical one.
+    pub correct: bool,
+    /// For grounding: the predicted box's IoU with the true one (0 without a box).
+    pub iou: Option<f64>,
+}
+
 /// Asks `pipeline` about `n` examples of `suite` made from `seed`: `n / 7` per task, the
 /// remainder to the first tasks of [`Task::ALL`]. Each task draws from its own stream, so a
-/// larger `n` with the same seed extends a smaller one. `progress(done, n)` follows each answer.
+/// larger `n` with the same seed extends a smaller one. `each` sees every answer as it is scored.
 pub fn evaluate(
     pipeline: &Pipeline,
     suite: Suite,
     n: usize,
     seed: u64,
-    mut progress: impl FnMut(usize, usize),
+    mut each: impl FnMut(&Scored),
 ) -> Result<Report> {
     let Suite::Scenes = suite;
     let counts = examples_per_task(n)?;
     let mut gens: Vec<Generator> =
         (0..Task::ALL.len()).map(|i| Generator::new(task_seed(seed, i), SceneConfig::default())).collect();
     let mut tally = Tally::default();
-    progress(0, n);
     // Round-robin over the tasks, so that an interrupted run has seen every task alike.
     for round in 0..counts[0] {
         for (i, &task) in Task::ALL.iter().enumerate().filter(|&(i, _)| round < counts[i]) {
             let example = gens[i].example(task);
             let prediction = predict(pipeline, &example)?;
-            tally.add(&example, &prediction);
-            progress(tally.total(), n);
+            let (correct, iou) = tally.add(&example, &prediction);
+            each(&Scored { done: tally.total(), total: n, example: &example, prediction: &prediction, correct, iou });
         }
     }
     Ok(tally.report())
@@ -96,7 +109,9 @@ pub fn evaluate(
 pub fn score(examples: &[Example], predictions: &[Prediction]) -> Report {
     assert_eq!(examples.len(), predictions.len(), "one prediction per example");
     let mut tally = Tally::default();
-    examples.iter().zip(predictions).for_each(|(e, p)| tally.add(e, p));
+    for (e, p) in examples.iter().zip(predictions) {
+        tally.add(e, p);
+    }
     tally.report()
 }
 
@@ -165,16 +180,19 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, example: &Example, prediction: &Prediction) {
+    /// Counts one answer; returns whether it was right and, for a box, its IoU.
+    fn add(&mut self, example: &Example, prediction: &Prediction) -> (bool, Option<f64>) {
         let entry = self.tasks.entry(example.kind).or_default();
+        let correct = answers_match(example.kind, &prediction.answer, &example.answer);
         entry.0 += 1;
-        entry.1 += usize::from(answers_match(example.kind, &prediction.answer, &example.answer));
-        if let Some(target) = example.target_box {
-            let overlap = prediction.bbox.map_or(0.0, |b| f64::from(iou(b, target)));
+        entry.1 += usize::from(correct);
+        let overlap = example.target_box.map(|target| prediction.bbox.map_or(0.0, |b| f64::from(iou(b, target))));
+        if let Some(overlap) = overlap {
             self.boxes += 1;
             self.hits += usize::from(overlap >= 0.5);
             self.iou_sum += overlap;
         }
+        (correct, overlap)
     }
 
     fn total(&self) -> usize {
@@ -319,16 +337,28 @@ mod tests {
     fn evaluates_the_fixture_model_deterministically() {
         let pipeline = Pipeline::load(FIXTURE, &LoadOptions::default()).unwrap();
         let mut calls = Vec::new();
-        let report = evaluate(&pipeline, Suite::Scenes, 9, 1, |done, total| calls.push((done, total))).unwrap();
-        assert_eq!(calls, (0..=9).map(|d| (d, 9)).collect::<Vec<_>>());
+        let report = evaluate(&pipeline, Suite::Scenes, 9, 1, |s| {
+            calls.push((s.done, s.total, s.example.kind, s.correct, s.iou.is_some()));
+        })
+        .unwrap();
+        let kinds = [Task::Caption, Task::Attribute, Task::Count, Task::Relation, Task::Grounding, Task::MultiImage];
+        let kinds = [&kinds[..], &[Task::Video, Task::Caption, Task::Attribute]].concat();
+        let seen: Vec<(usize, Task, bool)> = calls.iter().map(|c| (c.0, c.2, c.4)).collect();
+        let expected: Vec<(usize, Task, bool)> =
+            kinds.iter().enumerate().map(|(i, &k)| (i + 1, k, k == Task::Grounding)).collect();
+        assert_eq!(seen, expected);
+        assert!(calls.iter().all(|c| c.1 == 9));
+        // What each answer was scored agrees with the report.
+        let right = |t: Task| calls.iter().filter(|c| c.2 == t && c.3).count() as f64;
+        assert!(report.tasks.iter().all(|(&t, s)| s.accuracy * s.n as f64 == right(t)), "{report:?}");
         let ns: Vec<usize> = Task::ALL.iter().map(|t| report.tasks[t].n).collect();
         assert_eq!(ns, [2, 2, 1, 1, 1, 1, 1]);
         let g = report.grounding;
         for v in report.tasks.values().map(|s| s.accuracy).chain([g.acc_iou50, g.mean_iou]) {
             assert!((0.0..=1.0).contains(&v), "{report:?}");
         }
-        assert_eq!(evaluate(&pipeline, Suite::Scenes, 9, 1, |_, _| {}).unwrap(), report);
-        let err = evaluate(&pipeline, Suite::Scenes, 0, 1, |_, _| {}).unwrap_err();
+        assert_eq!(evaluate(&pipeline, Suite::Scenes, 9, 1, |_| {}).unwrap(), report);
+        let err = evaluate(&pipeline, Suite::Scenes, 0, 1, |_| {}).unwrap_err();
         assert!(err.to_string().contains("at least 7 examples"), "{err}");
     }
 }
