@@ -23,6 +23,21 @@ pub struct Args {
     /// No progress on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Threads sharing each step's examples, one example per thread at a time (default: every
+    /// core). The result does not depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
+}
+
+/// Candle's per-operation threads cost more than they gain on a small model's small matrices,
+/// so training turns them off and gives each thread whole examples instead. Must run before
+/// candle first computes anything (its thread pools start once); a value the user set stays.
+pub fn single_threaded_ops() {
+    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, "1");
+        }
+    }
 }
 
 fn duration(secs: f64) -> String {
@@ -35,9 +50,19 @@ pub fn main(args: Args) -> Result<()> {
     if let Some(out) = args.out {
         config.out = out;
     }
+    let threads = match args.threads {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let mut trainer = Trainer::new(config, args.resume)?;
+    trainer.set_threads(threads)?;
     if !args.quiet {
-        eprintln!("training {:.2}M parameters from step {}", trainer.parameters() as f64 / 1e6, trainer.step());
+        eprintln!(
+            "training {:.2}M parameters from step {} on {threads} thread{}",
+            trainer.parameters() as f64 / 1e6,
+            trainer.step(),
+            if threads == 1 { "" } else { "s" }
+        );
     }
     let terminal = std::io::stderr().is_terminal();
     let quiet = args.quiet;

@@ -11,8 +11,10 @@
 //! classes gain a "no centre" class), a centre token learns its object's size, and its colour
 //! is its object's even when the object covers little of it.
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
+
+use super::parallel::Part;
 
 use super::scenes::{scene, Colour, Rng, Scene, SceneConfig, Shape, Size};
 use crate::error::Result;
@@ -107,10 +109,12 @@ pub struct DenseParts {
     pub size: Option<f32>,
 }
 
-/// One dense step's loss: the sum to train on, and its parts.
-pub struct DenseLoss {
-    pub total: Tensor,
-    pub parts: DenseParts,
+impl DenseParts {
+    /// From the means of the parts [`DenseHead::parts`] gives, in its order.
+    pub fn from_means(means: &[Option<f32>]) -> Self {
+        let at = |k: usize| means.get(k).copied().flatten();
+        Self { colour: at(0).unwrap_or(0.0), shape: at(1).unwrap_or(0.0), elsewhere: at(2), size: at(3) }
+    }
 }
 
 /// The throwaway head: one linear map from a merged token to colour and shape logits (and,
@@ -127,57 +131,56 @@ impl DenseHead {
         Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, centres })
     }
 
-    /// Mean colour cross-entropy over every token plus mean shape cross-entropy over the
-    /// centre tokens (with centre labels, plus "no centre" over the other tokens and size over
-    /// the centre tokens), for `scenes` rendered and encoded as the model sees them.
-    pub fn loss(&self, model: &Qwen2Vl, scenes: &[Scene]) -> Result<DenseLoss> {
-        let images: Vec<_> = scenes.iter().map(Scene::render).collect();
-        let (tokens, grids) = model.image_tokens(&images)?;
-        let (mut colours, mut centres) = (vec![], vec![]);
-        for (scene, grid) in scenes.iter().zip(&grids) {
-            let mut labels = token_labels(scene, *grid);
-            for centre in &mut labels.centres {
-                if self.centres {
-                    labels.colours[centre.token] = centre.colour;
-                }
-                centre.token += colours.len();
+    /// How many parts [`Self::parts`] gives: colour and shape, and with centre labels
+    /// "no centre" and size.
+    pub fn part_count(&self) -> usize {
+        if self.centres {
+            4
+        } else {
+            2
+        }
+    }
+
+    /// `scene` rendered and encoded as the model sees it, and its loss parts as sums (the step
+    /// takes their means over a batch): colour cross-entropy over every token, shape over the
+    /// centre tokens; with centre labels, "no centre" over the other tokens and size over the
+    /// centre tokens. A part without tokens is `None`.
+    pub fn parts(&self, model: &Qwen2Vl, scene: &Scene) -> Result<Vec<Option<Part>>> {
+        let (tokens, grids) = model.image_tokens(&[scene.render()])?;
+        let mut labels = token_labels(scene, grids[0]);
+        if self.centres {
+            for centre in &labels.centres {
+                labels.colours[centre.token] = centre.colour;
             }
-            colours.extend(labels.colours);
-            centres.extend(labels.centres);
         }
         let dev: &Device = tokens.device();
         let logits = self.linear.forward(&tokens)?;
         let shape_classes = Shape::ALL.len() + usize::from(self.centres);
-        let ce = |rows: &[u32], first: usize, classes: usize, targets: &[u32]| -> Result<Tensor> {
+        let summed_ce = |rows: &[u32], first: usize, classes: usize, targets: &[u32]| -> Result<Option<Part>> {
+            if rows.is_empty() {
+                return Ok(None);
+            }
             let picked = logits.index_select(&Tensor::new(rows, dev)?, 0)?.narrow(1, first, classes)?;
-            Ok(candle_nn::loss::cross_entropy(&picked, &Tensor::new(targets, dev)?)?)
+            let nll = candle_nn::ops::log_softmax(&picked, D::Minus1)?
+                .gather(&Tensor::new(targets, dev)?.unsqueeze(1)?, 1)?
+                .neg()?
+                .sum_all()?;
+            Ok(Some(Part { sum: nll, count: rows.len() as f64 }))
         };
-        let all: Vec<u32> = (0..colours.len() as u32).collect();
-        let colour = ce(&all, 0, COLOUR_CLASSES, &colours)?;
-        let mut parts = DenseParts { colour: colour.to_scalar::<f32>()?, shape: 0.0, elsewhere: None, size: None };
-        let mut total = colour;
-        let centre_rows: Vec<u32> = centres.iter().map(|c| c.token as u32).collect();
-        if !centres.is_empty() {
-            let shapes: Vec<u32> = centres.iter().map(|c| c.shape).collect();
-            let shape = ce(&centre_rows, COLOUR_CLASSES, shape_classes, &shapes)?;
-            parts.shape = shape.to_scalar::<f32>()?;
-            total = (total + shape)?;
-        }
+        let all: Vec<u32> = (0..labels.colours.len() as u32).collect();
+        let centre_rows: Vec<u32> = labels.centres.iter().map(|c| c.token as u32).collect();
+        let shapes: Vec<u32> = labels.centres.iter().map(|c| c.shape).collect();
+        let mut parts = vec![
+            summed_ce(&all, 0, COLOUR_CLASSES, &labels.colours)?,
+            summed_ce(&centre_rows, COLOUR_CLASSES, shape_classes, &shapes)?,
+        ];
         if self.centres {
             let others: Vec<u32> = all.iter().copied().filter(|r| !centre_rows.contains(r)).collect();
-            if !others.is_empty() {
-                let elsewhere = ce(&others, COLOUR_CLASSES, shape_classes, &vec![NO_CENTRE; others.len()])?;
-                parts.elsewhere = Some(elsewhere.to_scalar::<f32>()?);
-                total = (total + elsewhere)?;
-            }
-            if !centres.is_empty() {
-                let sizes: Vec<u32> = centres.iter().map(|c| c.size).collect();
-                let size = ce(&centre_rows, COLOUR_CLASSES + shape_classes, Size::ALL.len(), &sizes)?;
-                parts.size = Some(size.to_scalar::<f32>()?);
-                total = (total + size)?;
-            }
+            parts.push(summed_ce(&others, COLOUR_CLASSES, shape_classes, &vec![NO_CENTRE; others.len()])?);
+            let sizes: Vec<u32> = labels.centres.iter().map(|c| c.size).collect();
+            parts.push(summed_ce(&centre_rows, COLOUR_CLASSES + shape_classes, Size::ALL.len(), &sizes)?);
         }
-        Ok(DenseLoss { total, parts })
+        Ok(parts)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod dense;
 pub mod eval;
 pub mod folder;
 pub mod optim;
+pub mod parallel;
 pub mod scenes;
 pub mod tokenizer;
 pub mod trainer;

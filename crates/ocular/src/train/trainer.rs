@@ -11,10 +11,11 @@ use candle_nn::{VarBuilder, VarMap};
 use super::batch::{sample, Sample};
 use super::config::{LossWeighting, TrainConfig};
 pub use super::dense::DenseParts;
-use super::dense::{self, DenseHead, DenseLoss};
+use super::dense::{self, DenseHead};
 use super::folder;
 use super::optim::{learning_rate, AdamW};
-use super::scenes::Generator;
+use super::parallel::{self, Part};
+use super::scenes::{Generator, Scene};
 use crate::error::{Error, Result};
 use crate::load::{ModelDir, WeightIndex};
 use crate::models::qwen2_vl::config::Qwen2VlConfig;
@@ -98,7 +99,17 @@ pub struct Trainer {
     optimizer: AdamW,
     /// The dense head and its variables, which the saved model leaves out.
     dense: Option<(DenseHead, VarMap)>,
+    /// Every trained tensor, whose gradients a step sums over its items.
+    vars: Vec<Tensor>,
+    /// Threads that share a step's items; `None`: one item after another.
+    pool: Option<rayon::ThreadPool>,
     out: PathBuf,
+}
+
+/// What a step learns from: a packed sample of questions, or a scene for the dense head.
+enum Item<'a> {
+    Sample(&'a Sample),
+    Scene(&'a Scene),
 }
 
 impl Trainer {
@@ -157,11 +168,29 @@ impl Trainer {
             })
             .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let tensors = vars.iter().map(|(_, v)| v.as_tensor().clone()).collect();
         let mut optimizer = AdamW::new(vars)?;
         if resuming {
             optimizer.load(&checkpoint.join("optimizer.safetensors"))?;
         }
-        Ok(Self { config, model, varmap, template, optimizer, dense, out })
+        Ok(Self { config, model, varmap, template, optimizer, dense, vars: tensors, pool: None, out })
+    }
+
+    /// Shares each step's items (packed samples, scenes) among `threads` threads, each item
+    /// on one thread; gradients are summed in item order, so results do not depend on
+    /// `threads`. Pays when candle's own per-operation threading is off
+    /// (`CANDLE_NUM_THREADS=1`, `RAYON_NUM_THREADS=1`), as `ocular train` sets it.
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        self.pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| Error::Invalid(format!("cannot start {threads} training threads: {e}")))?;
+            Some(pool)
+        } else {
+            None
+        };
+        Ok(())
     }
 
     pub fn step(&self) -> usize {
@@ -172,34 +201,36 @@ impl Trainer {
         self.varmap.all_vars().iter().map(|v| v.elem_count()).sum()
     }
 
+    /// One sample's answer loss as a sum, weighted as `weighting` says, over its answer tokens
+    /// (per token) or its answers (each answer's tokens averaged first).
+    fn sample_part(&self, s: &Sample, weighting: LossWeighting) -> Result<Part> {
+        let train_vision = self.config.optim.vision_lr_scale > 0.0;
+        let logits = self.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision)?;
+        let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
+        let nll =
+            candle_nn::ops::log_softmax(&logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
+        Ok(match weighting {
+            LossWeighting::Token => Part { sum: nll.sum_all()?, count: s.targets.len() as f64 },
+            LossWeighting::Answer => {
+                let per_token: Vec<f32> =
+                    s.answers.iter().flat_map(|a| std::iter::repeat(1.0 / a.len() as f32).take(a.len())).collect();
+                let sum = (nll * Tensor::new(per_token, logits.device())?)?.sum_all()?;
+                Part { sum, count: s.answers.len() as f64 }
+            }
+        })
+    }
+
     /// The answers' summed cross-entropy over `samples`, weighted as `weighting` says, and the
     /// total weight to divide it by (answer tokens, or answers).
     fn loss(&self, samples: &[Sample], weighting: LossWeighting) -> Result<(Tensor, f64)> {
         let mut total: Option<Tensor> = None;
         let mut weight = 0.0;
-        let train_vision = self.config.optim.vision_lr_scale > 0.0;
         for s in samples {
-            let logits = self.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision)?;
-            let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
-            let part = match weighting {
-                LossWeighting::Token => {
-                    weight += s.targets.len() as f64;
-                    (candle_nn::loss::cross_entropy(&logits, &targets)? * s.targets.len() as f64)?
-                }
-                LossWeighting::Answer => {
-                    weight += s.answers.len() as f64;
-                    let per_token: Vec<f32> =
-                        s.answers.iter().flat_map(|a| std::iter::repeat(1.0 / a.len() as f32).take(a.len())).collect();
-                    let nll = candle_nn::ops::log_softmax(&logits, D::Minus1)?
-                        .gather(&targets.unsqueeze(1)?, 1)?
-                        .squeeze(1)?
-                        .neg()?;
-                    (nll * Tensor::new(per_token, logits.device())?)?.sum_all()?
-                }
-            };
+            let part = self.sample_part(s, weighting)?;
+            weight += part.count;
             total = Some(match total {
-                Some(t) => (t + part)?,
-                None => part,
+                Some(t) => (t + part.sum)?,
+                None => part.sum,
             });
         }
         Ok((total.ok_or_else(|| Error::Invalid("empty batch".into()))?, weight))
@@ -220,13 +251,30 @@ impl Trainer {
         Ok(sum.to_scalar::<f32>()? / n as f32)
     }
 
-    /// The dense loss on step `step`'s scenes, when the run has a dense head.
-    fn dense_loss(&self, step: usize) -> Result<Option<DenseLoss>> {
-        let Some((head, _)) = &self.dense else { return Ok(None) };
+    /// The scenes the dense head learns from on step `step` (none without a dense head).
+    fn dense_scenes(&self, step: usize) -> Vec<Scene> {
+        if self.dense.is_none() {
+            return vec![];
+        }
         let d = &self.config.dense;
         let n = if step < d.warmup_steps { d.warmup_batch_size } else { d.batch_size };
-        let scenes = dense::scenes(self.config.seed, step as u64, &self.config.data, n);
-        Ok(Some(head.loss(&self.model, &scenes)?))
+        dense::scenes(self.config.seed, step as u64, &self.config.data, n)
+    }
+
+    /// One item's loss parts: the answers' first, then the dense head's.
+    fn item_parts(&self, item: &Item, weighting: LossWeighting) -> Result<Vec<Option<Part>>> {
+        let dense_parts = self.dense.as_ref().map_or(0, |(h, _)| h.part_count());
+        Ok(match item {
+            Item::Sample(s) => {
+                let mut parts = vec![Some(self.sample_part(s, weighting)?)];
+                parts.extend((0..dense_parts).map(|_| None));
+                parts
+            }
+            Item::Scene(scene) => {
+                let (head, _) = self.dense.as_ref().expect("scenes are drawn for a dense head only");
+                std::iter::once(None).chain(head.parts(&self.model, scene)?).collect()
+            }
+        })
     }
 
     /// Trains `dense.warmup_steps` vision-only steps, then `optim.steps` question steps,
@@ -242,30 +290,40 @@ impl Trainer {
         while self.optimizer.step < total {
             let step = self.optimizer.step;
             let warm = step < d.warmup_steps;
-            let (loss, dense, lr) = if warm {
-                let dense = self.dense_loss(step)?.expect("warm-up steps imply a dense head");
-                // A short linear ramp, then constant: the warm-up is a stage of its own.
-                let lr = d.lr * ((step + 1) as f64 / 50.0).min(1.0);
-                (dense.total.clone(), Some(dense), lr)
+            let samples = if warm {
+                vec![]
             } else {
-                let step = step - d.warmup_steps;
-                let samples = self.samples(&mut generator(&self.config, step as u64), o.batch_size)?;
-                tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
-                let (sum, n) = self.loss(&samples, o.loss_weighting)?;
-                let answers = (sum / n)?;
-                let dense = if d.weight > 0.0 { self.dense_loss(d.warmup_steps + step)? } else { None };
-                (answers, dense, learning_rate(&o, step))
+                let step = (step - d.warmup_steps) as u64;
+                self.samples(&mut generator(&self.config, step), o.batch_size)?
             };
-            // `loss` is what the step reports: the dense loss in the warm-up, the answers' after.
-            let objective = match &dense {
-                Some(extra) if !warm => (&loss + (&extra.total * d.weight)?)?,
-                _ => loss.clone(),
+            tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
+            // Question steps learn from the dense head too only when it weighs something.
+            let scenes = if warm || d.weight > 0.0 { self.dense_scenes(step) } else { vec![] };
+            let items: Vec<Item> = samples.iter().map(Item::Sample).chain(scenes.iter().map(Item::Scene)).collect();
+            let dense_parts = self.dense.as_ref().map_or(0, |(h, _)| h.part_count());
+            let dense_weight = if warm { 1.0 } else { d.weight };
+            let weights: Vec<f64> = std::iter::once(1.0).chain((0..dense_parts).map(|_| dense_weight)).collect();
+            let mut computed = parallel::step(self.pool.as_ref(), &items, &weights, &self.vars, |item| {
+                self.item_parts(item, o.loss_weighting)
+            })?;
+            let dense = (!scenes.is_empty()).then(|| DenseParts::from_means(&computed.means[1..]));
+            // What the step reports: the dense loss in the warm-up, the answers' after.
+            let (loss, lr) = if warm {
+                // A short linear ramp, then constant: the warm-up is a stage of its own.
+                (computed.objective, d.lr * ((step + 1) as f64 / 50.0).min(1.0))
+            } else {
+                (computed.means[0].unwrap_or(0.0), learning_rate(&o, step - d.warmup_steps))
             };
-            let mut grads = objective.backward()?;
-            let grad_norm = self.optimizer.clip(&mut grads, o.grad_clip)?;
+            let grad_norm = self.optimizer.clip(&mut computed.grads, o.grad_clip)?;
             // Question steps may train the vision tower and merger slower, or not at all.
             let vision_lr = if warm { lr } else { lr * o.vision_lr_scale };
-            self.optimizer.apply(&grads, &o, &|name| if name.starts_with(&visual) { vision_lr } else { lr })?;
+            self.optimizer.apply(&computed.grads, &o, &|name| {
+                if name.starts_with(&visual) {
+                    vision_lr
+                } else {
+                    lr
+                }
+            })?;
             let done = self.optimizer.step;
             let questions_done = done.saturating_sub(d.warmup_steps);
             let eval_loss = if o.eval_every > 0 && questions_done > 0 && questions_done % o.eval_every == 0 {
@@ -281,10 +339,10 @@ impl Trainer {
             report(&Progress {
                 step: done,
                 steps: total,
-                loss: loss.to_scalar::<f32>()?,
+                loss,
                 lr,
                 grad_norm,
-                dense: dense.map(|x| x.parts),
+                dense,
                 tokens_per_sec: tokens as f64 / elapsed.max(1e-9),
                 eta_secs: (total - done) as f64 / rate.max(1e-9),
                 eval_loss,
