@@ -77,7 +77,7 @@ pub fn step<T: Sync>(
 }
 
 /// `f` over `items`, in order, on `pool` when given.
-fn map<T: Sync, R: Send>(
+pub fn map<T: Sync, R: Send>(
     pool: Option<&rayon::ThreadPool>,
     items: &[T],
     f: &(impl Fn(&T) -> Result<R> + Sync),

@@ -222,6 +222,7 @@ impl Trainer {
 
     /// The answers' summed cross-entropy over `samples`, weighted as `weighting` says, and the
     /// total weight to divide it by (answer tokens, or answers).
+    #[cfg(test)]
     fn loss(&self, samples: &[Sample], weighting: LossWeighting) -> Result<(Tensor, f64)> {
         let mut total: Option<Tensor> = None;
         let mut weight = 0.0;
@@ -247,8 +248,12 @@ impl Trainer {
         let mut g = Generator::new(self.config.seed ^ 0x5EED_0F_E7A1, self.config.data.clone());
         let samples = self.samples(&mut g, self.config.optim.eval_examples.max(1))?;
         // Per token whatever the run's weighting, so held-out losses of runs compare.
-        let (sum, n) = self.loss(&samples, LossWeighting::Token)?;
-        Ok(sum.to_scalar::<f32>()? / n as f32)
+        let parts = parallel::map(self.pool.as_ref(), &samples, &|s| {
+            let part = self.sample_part(s, LossWeighting::Token)?;
+            Ok((f64::from(part.sum.to_scalar::<f32>()?), part.count))
+        })?;
+        let (sum, n) = parts.iter().fold((0.0, 0.0), |(s, n), p| (s + p.0, n + p.1));
+        Ok((sum / n.max(1.0)) as f32)
     }
 
     /// The scenes the dense head learns from on step `step` (none without a dense head).
