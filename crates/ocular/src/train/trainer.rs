@@ -292,8 +292,11 @@ impl Trainer {
         let start = Instant::now();
         let first = self.optimizer.step;
         let mut tokens = 0usize;
+        // Seconds spent in question steps: tokens/s counts those only, not the warm-up's.
+        let mut question_secs = 0.0f64;
         while self.optimizer.step < total {
             let step = self.optimizer.step;
+            let step_start = Instant::now();
             let warm = step < d.warmup_steps;
             let samples = if warm {
                 vec![]
@@ -329,6 +332,9 @@ impl Trainer {
                     lr
                 }
             })?;
+            if !warm {
+                question_secs += step_start.elapsed().as_secs_f64();
+            }
             let done = self.optimizer.step;
             let questions_done = done.saturating_sub(d.warmup_steps);
             let eval_loss = if o.eval_every > 0 && questions_done > 0 && questions_done % o.eval_every == 0 {
@@ -348,7 +354,7 @@ impl Trainer {
                 lr,
                 grad_norm,
                 dense,
-                tokens_per_sec: tokens as f64 / elapsed.max(1e-9),
+                tokens_per_sec: tokens as f64 / question_secs.max(1e-9),
                 eta_secs: (total - done) as f64 / rate.max(1e-9),
                 eval_loss,
             });
