@@ -83,10 +83,8 @@ pub fn main(args: Args) -> Result<()> {
         let line = match p.dense {
             Some(d) => {
                 let line = format!("{line}  dense colour {:.4} shape {:.4}", d.colour, d.shape);
-                match (d.elsewhere, d.size) {
-                    (Some(e), Some(z)) => format!("{line} no-centre {e:.4} size {z:.4}"),
-                    _ => line,
-                }
+                let line = d.elsewhere.map_or(line.clone(), |e| format!("{line} no-centre {e:.4}"));
+                d.size.map_or(line.clone(), |z| format!("{line} size {z:.4}"))
             }
             None => line,
         };

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::dense::DenseLabels;
 use super::scenes::SceneConfig;
 use crate::error::{Error, Result};
 
@@ -43,6 +44,9 @@ pub struct Dense {
     /// at centre tokens, and a centre token's colour even for a small object (see
     /// `train::dense`).
     pub centres: bool,
+    /// Label shape and size at every token an object covers, not only at its centre token
+    /// (see `train::dense`; not with `centres`).
+    pub covered: bool,
 }
 
 /// The shape of a new Qwen2-VL-architecture model (ignored when fine-tuning).
@@ -181,7 +185,15 @@ impl Default for Optim {
 
 impl Default for Dense {
     fn default() -> Self {
-        Self { warmup_steps: 0, warmup_batch_size: 16, batch_size: 4, lr: 1e-3, weight: 0.0, centres: false }
+        Self {
+            warmup_steps: 0,
+            warmup_batch_size: 16,
+            batch_size: 4,
+            lr: 1e-3,
+            weight: 0.0,
+            centres: false,
+            covered: false,
+        }
     }
 }
 
@@ -189,6 +201,15 @@ impl Dense {
     /// Whether any step uses the dense head.
     pub fn enabled(&self) -> bool {
         self.warmup_steps > 0 || self.weight > 0.0
+    }
+
+    /// What the dense head labels besides colour.
+    pub fn labels(&self) -> DenseLabels {
+        match (self.centres, self.covered) {
+            (true, _) => DenseLabels::Centres,
+            (false, true) => DenseLabels::Covered,
+            (false, false) => DenseLabels::Centre,
+        }
     }
 }
 
@@ -228,6 +249,11 @@ impl TrainConfig {
                 "dense.batch_size {} and dense.warmup_batch_size {} must be at least 1, dense.lr {} positive and dense.weight {} not negative",
                 d.batch_size, d.warmup_batch_size, d.lr, d.weight
             ));
+        }
+        if d.centres && d.covered {
+            return Err(
+                "dense.centres and dense.covered label shape differently at non-centre tokens: set one of them".into(),
+            );
         }
         if d.weight > 0.0 && o.vision_lr_scale == 0.0 {
             return Err(format!(
@@ -273,6 +299,18 @@ mod tests {
         config.optim.vision_lr_scale = -0.5;
         let e = config.validate().unwrap_err();
         assert!(e.contains("optim.vision_lr_scale -0.5"), "{e}");
+    }
+
+    #[test]
+    fn dense_labels_follow_the_config_and_two_at_once_are_refused_by_name() {
+        let mut config = TrainConfig::default();
+        assert_eq!(config.dense.labels(), DenseLabels::Centre);
+        config.dense.covered = true;
+        assert_eq!(config.dense.labels(), DenseLabels::Covered);
+        assert!(config.validate().is_ok());
+        config.dense.centres = true;
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("dense.centres") && e.contains("dense.covered"), "{e}");
     }
 
     #[test]

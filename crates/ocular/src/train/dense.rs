@@ -10,6 +10,11 @@
 //! and captions need: every token learns whether an object's centre lies in it (the shape
 //! classes gain a "no centre" class), a centre token learns its object's size, and its colour
 //! is its object's even when the object covers little of it.
+//!
+//! With `[dense] covered`, shape and size are labelled at every token an object covers (and at
+//! its centre token), not only at the centre: a language model that must find "the square"
+//! attends by what a token says, and measured here it found objects by colour (labelled at
+//! every covered token) but not by shape (labelled at one token).
 
 use candle_core::{Device, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
@@ -35,6 +40,8 @@ const MIN_COVER: usize = PROBES * PROBES / 4;
 pub struct TokenLabels {
     /// Per token, row-major: the colour class of the object covering most of it.
     pub colours: Vec<u32>,
+    /// Per token: the index in the scene of that object, if any covers enough of it.
+    pub objects: Vec<Option<usize>>,
     /// The token that holds each object's centre, and that object.
     pub centres: Vec<Centre>,
 }
@@ -52,7 +59,7 @@ pub struct Centre {
 pub fn token_labels(scene: &Scene, grid: [usize; 2]) -> TokenLabels {
     let [rows, cols] = grid;
     let (cell_w, cell_h) = (scene.width as f32 / cols as f32, scene.height as f32 / rows as f32);
-    let mut colours = Vec::with_capacity(rows * cols);
+    let mut objects = Vec::with_capacity(rows * cols);
     for r in 0..rows {
         for c in 0..cols {
             let mut cover = vec![0usize; scene.objects.len()];
@@ -64,9 +71,10 @@ pub fn token_labels(scene: &Scene, grid: [usize; 2]) -> TokenLabels {
                 }
             }
             let best = cover.iter().enumerate().max_by_key(|&(_, n)| *n).filter(|&(_, n)| *n >= MIN_COVER);
-            colours.push(best.map_or(BACKGROUND, |(k, _)| colour_class(scene.objects[k].colour)));
+            objects.push(best.map(|(k, _)| k));
         }
     }
+    let colours = objects.iter().map(|k| k.map_or(BACKGROUND, |k| colour_class(scene.objects[k].colour))).collect();
     let centres = scene
         .objects
         .iter()
@@ -77,11 +85,30 @@ pub fn token_labels(scene: &Scene, grid: [usize; 2]) -> TokenLabels {
                 token: r * cols + c,
                 shape: shape_class(o.shape),
                 colour: colour_class(o.colour),
-                size: Size::ALL.iter().position(|&z| z == o.size).expect("every size is listed") as u32,
+                size: size_class(o.size),
             }
         })
         .collect();
-    TokenLabels { colours, centres }
+    TokenLabels { colours, objects, centres }
+}
+
+/// `(token, shape class, size class)` wherever shape is labelled: each object's centre token,
+/// and with `covered` every other token an object covers.
+fn shaped_tokens(scene: &Scene, labels: &TokenLabels, covered: bool) -> Vec<(u32, u32, u32)> {
+    let mut shaped: Vec<(u32, u32, u32)> = labels.centres.iter().map(|c| (c.token as u32, c.shape, c.size)).collect();
+    if covered {
+        for (token, object) in labels.objects.iter().enumerate() {
+            if let (Some(k), false) = (object, labels.centres.iter().any(|c| c.token == token)) {
+                let o = &scene.objects[*k];
+                shaped.push((token as u32, shape_class(o.shape), size_class(o.size)));
+            }
+        }
+    }
+    shaped
+}
+
+fn size_class(size: Size) -> u32 {
+    Size::ALL.iter().position(|&z| z == size).expect("every size is listed") as u32
 }
 
 fn colour_class(colour: Colour) -> u32 {
@@ -98,14 +125,26 @@ pub fn scenes(seed: u64, step: u64, config: &SceneConfig, n: usize) -> Vec<Scene
     (0..n).map(|_| scene(&mut rng, config)).collect()
 }
 
+/// What the dense head labels besides every token's colour (see the module's comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseLabels {
+    /// Shape at each object's centre token.
+    Centre,
+    /// Also "no centre" at every other token, and size at centre tokens.
+    Centres,
+    /// Shape and size at every token an object covers and at its centre token.
+    Covered,
+}
+
 /// One dense step's loss parts, as reported.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DenseParts {
     pub colour: f32,
-    /// At centre tokens; zero when no scene held an object.
+    /// At the tokens that carry a shape label; zero when no scene held an object.
     pub shape: f32,
-    /// With centre labels: "no centre" at every other token, and size at centre tokens.
+    /// With centre labels: "no centre" at every token without an object's centre.
     pub elsewhere: Option<f32>,
+    /// With centre or covered labels, where shape is labelled.
     pub size: Option<f32>,
 }
 
@@ -118,44 +157,47 @@ impl DenseParts {
 }
 
 /// The throwaway head: one linear map from a merged token to colour and shape logits (and,
-/// with centre labels, a "no centre" shape class and size logits).
+/// with centre labels, a "no centre" shape class; with centre or covered labels, size logits).
 pub struct DenseHead {
     linear: Linear,
-    centres: bool,
+    labels: DenseLabels,
 }
 
 impl DenseHead {
     /// Variables under `dense_head` in `vb` (kept out of the model's own weights).
-    pub fn new(vb: VarBuilder, hidden: usize, centres: bool) -> Result<Self> {
-        let classes = COLOUR_CLASSES + Shape::ALL.len() + if centres { 1 + Size::ALL.len() } else { 0 };
-        Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, centres })
+    pub fn new(vb: VarBuilder, hidden: usize, labels: DenseLabels) -> Result<Self> {
+        let extra = match labels {
+            DenseLabels::Centre => 0,
+            DenseLabels::Centres => 1 + Size::ALL.len(),
+            DenseLabels::Covered => Size::ALL.len(),
+        };
+        let classes = COLOUR_CLASSES + Shape::ALL.len() + extra;
+        Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, labels })
     }
 
-    /// How many parts [`Self::parts`] gives: colour and shape, and with centre labels
-    /// "no centre" and size.
+    /// How many parts [`Self::parts`] gives: colour, shape, "no centre" and size (the last two
+    /// always `None` where the labels lack them).
     pub fn part_count(&self) -> usize {
-        if self.centres {
-            4
-        } else {
-            2
-        }
+        4
     }
 
     /// `scene` rendered and encoded as the model sees it, and its loss parts as sums (the step
     /// takes their means over a batch): colour cross-entropy over every token, shape over the
-    /// centre tokens; with centre labels, "no centre" over the other tokens and size over the
-    /// centre tokens. A part without tokens is `None`.
+    /// centre tokens (with covered labels, also every covered token); with centre labels,
+    /// "no centre" over the other tokens; size where shape is labelled. A part without tokens
+    /// (or that the labels lack) is `None`.
     pub fn parts(&self, model: &Qwen2Vl, scene: &Scene) -> Result<Vec<Option<Part>>> {
         let (tokens, grids) = model.image_tokens(&[scene.render()])?;
         let mut labels = token_labels(scene, grids[0]);
-        if self.centres {
+        let centres = self.labels == DenseLabels::Centres;
+        if self.labels != DenseLabels::Centre {
             for centre in &labels.centres {
                 labels.colours[centre.token] = centre.colour;
             }
         }
         let dev: &Device = tokens.device();
         let logits = self.linear.forward(&tokens)?;
-        let shape_classes = Shape::ALL.len() + usize::from(self.centres);
+        let shape_classes = Shape::ALL.len() + usize::from(centres);
         let summed_ce = |rows: &[u32], first: usize, classes: usize, targets: &[u32]| -> Result<Option<Part>> {
             if rows.is_empty() {
                 return Ok(None);
@@ -169,16 +211,22 @@ impl DenseHead {
         };
         let all: Vec<u32> = (0..labels.colours.len() as u32).collect();
         let centre_rows: Vec<u32> = labels.centres.iter().map(|c| c.token as u32).collect();
-        let shapes: Vec<u32> = labels.centres.iter().map(|c| c.shape).collect();
+        let shaped = shaped_tokens(scene, &labels, self.labels == DenseLabels::Covered);
+        let rows: Vec<u32> = shaped.iter().map(|s| s.0).collect();
+        let shapes: Vec<u32> = shaped.iter().map(|s| s.1).collect();
+        let sizes: Vec<u32> = shaped.iter().map(|s| s.2).collect();
         let mut parts = vec![
             summed_ce(&all, 0, COLOUR_CLASSES, &labels.colours)?,
-            summed_ce(&centre_rows, COLOUR_CLASSES, shape_classes, &shapes)?,
+            summed_ce(&rows, COLOUR_CLASSES, shape_classes, &shapes)?,
+            None,
+            None,
         ];
-        if self.centres {
+        if centres {
             let others: Vec<u32> = all.iter().copied().filter(|r| !centre_rows.contains(r)).collect();
-            parts.push(summed_ce(&others, COLOUR_CLASSES, shape_classes, &vec![NO_CENTRE; others.len()])?);
-            let sizes: Vec<u32> = labels.centres.iter().map(|c| c.size).collect();
-            parts.push(summed_ce(&centre_rows, COLOUR_CLASSES + shape_classes, Size::ALL.len(), &sizes)?);
+            parts[2] = summed_ce(&others, COLOUR_CLASSES, shape_classes, &vec![NO_CENTRE; others.len()])?;
+        }
+        if self.labels != DenseLabels::Centre {
+            parts[3] = summed_ce(&rows, COLOUR_CLASSES + shape_classes, Size::ALL.len(), &sizes)?;
         }
         Ok(parts)
     }
@@ -214,8 +262,40 @@ mod tests {
         );
         let centres: Vec<(usize, u32, u32)> = labels.centres.iter().map(|c| (c.token, c.shape, c.colour)).collect();
         assert_eq!(centres, vec![(0, shape_class(Shape::Square), red), (6, shape_class(Shape::Circle), blue)]);
-        let big = Scene { objects: vec![object(Shape::Circle, Colour::Blue, [70.0, 42.0], 13.0)], ..scene };
+        assert_eq!(labels.objects, vec![Some(0), None, None, None, None, None, None, None]);
+        let big = Scene { objects: vec![object(Shape::Circle, Colour::Blue, [70.0, 42.0], 13.0)], ..scene.clone() };
         assert_eq!(token_labels(&big, [2, 4]).colours[6], blue);
+
+        // Covered labels add shape and size at the covered tokens that hold no centre.
+        let wide = Scene {
+            objects: vec![
+                object(Shape::Triangle, Colour::Red, [56.0, 28.0], 27.0),
+                object(Shape::Circle, Colour::Blue, [100.0, 10.0], 4.0),
+            ],
+            ..scene
+        };
+        let labels = token_labels(&wide, [2, 4]);
+        let (triangle, large) = (shape_class(Shape::Triangle), size_class(Size::Large));
+        assert_eq!((labels.centres[0].token, labels.centres[1].token, labels.objects[3]), (6, 3, None));
+        let shaped = |covered| {
+            let mut s = shaped_tokens(&wide, &labels, covered);
+            s.sort();
+            s
+        };
+        let circle = shape_class(Shape::Circle);
+        assert_eq!(shaped(false), vec![(3, circle, large), (6, triangle, large)]);
+        let covered_tokens: Vec<u32> =
+            labels.objects.iter().enumerate().filter(|(_, o)| o.is_some()).map(|(t, _)| t as u32).collect();
+        assert!(covered_tokens.len() > 1, "{:?}", labels.objects);
+        let expected: Vec<(u32, u32, u32)> = covered_tokens
+            .iter()
+            .filter(|&&t| t != 6)
+            .map(|&t| (t, triangle, large))
+            .chain([(3, circle, large), (6, triangle, large)])
+            .collect();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(shaped(true), expected);
     }
 
     #[test]

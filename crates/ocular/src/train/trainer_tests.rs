@@ -265,6 +265,7 @@ fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_mod
         lr: 3e-3,
         weight: 0.5,
         centres: false,
+        covered: false,
     };
     let mut trainer = Trainer::new(config.clone(), false).unwrap();
     let mut seen = vec![];
@@ -292,9 +293,9 @@ fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_mod
 }
 
 /// Centre labels add the "no centre" and size parts to the dense loss, which all fall; the
-/// plain labels report neither.
+/// plain labels report neither; covered labels report size.
 #[test]
-fn centre_labels_add_their_parts_and_they_fall() {
+fn centre_and_covered_labels_add_their_parts_and_they_fall() {
     let out = scratch("train-dense-centres");
     let mut config = tiny(&out, 1);
     // 4 x 4 merged tokens, so that every image has tokens without a centre.
@@ -307,6 +308,7 @@ fn centre_labels_add_their_parts_and_they_fall() {
         lr: 3e-3,
         weight: 0.0,
         centres: true,
+        covered: false,
     };
     let mut seen = vec![];
     Trainer::new(config.clone(), false).unwrap().run(&mut |p| seen.extend(p.dense)).unwrap();
@@ -320,8 +322,16 @@ fn centre_labels_add_their_parts_and_they_fall() {
     config.dense.centres = false;
     let _ = std::fs::remove_dir_all(&out);
     let mut plain = vec![];
-    Trainer::new(config, false).unwrap().run(&mut |p| plain.extend(p.dense)).unwrap();
+    Trainer::new(config.clone(), false).unwrap().run(&mut |p| plain.extend(p.dense)).unwrap();
     assert!(plain.iter().all(|d| d.elsewhere.is_none() && d.size.is_none()), "{plain:?}");
+    let _ = std::fs::remove_dir_all(&out);
+    // Covered labels report size (where shape is labelled) but no "no centre" part.
+    config.dense.covered = true;
+    let mut covered = vec![];
+    Trainer::new(config, false).unwrap().run(&mut |p| covered.extend(p.dense)).unwrap();
+    assert!(covered.iter().all(|d| d.elsewhere.is_none() && d.size.is_some()), "{covered:?}");
+    let sum = |d: &DenseParts| d.colour + d.shape + d.size.unwrap();
+    assert!(sum(&covered[11]) < sum(&covered[0]), "{:?} -> {:?}", covered[0], covered[11]);
     let _ = std::fs::remove_dir_all(&out);
 }
 
