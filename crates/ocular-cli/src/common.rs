@@ -34,6 +34,23 @@ pub struct ModelArgs {
 static PROGRESS_OPEN: AtomicBool = AtomicBool::new(false);
 
 /// "loading weights: 42%" on a terminal's stderr, rewritten in place, at most once per percent.
+/// Threads for commands that give each thread whole examples (`train`, `eval`): `asked`, or
+/// every core. With more than one, candle's own per-operation threads are turned off: on a
+/// small model's small matrices they cost more than they gain (measured here, 2 threads per
+/// operation trained no faster than 1). Must run before candle first computes anything (its
+/// thread pools start once); a value the user set in the environment stays.
+pub fn example_threads(asked: Option<u32>) -> usize {
+    let threads = asked.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
+    if threads > 1 {
+        for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+            if std::env::var_os(var).is_none() {
+                std::env::set_var(var, "1");
+            }
+        }
+    }
+    threads
+}
+
 fn show_progress(done: u64, total: u64) {
     static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
     let pct = if total == 0 { 100 } else { done * 100 / total };

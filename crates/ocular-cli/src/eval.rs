@@ -31,6 +31,10 @@ pub struct Args {
     /// correct, and iou for boxes), each line as soon as it is scored.
     #[arg(long, value_name = "FILE")]
     predictions: Option<PathBuf>,
+    /// Threads answering examples at once, one example per thread at a time (default: every
+    /// core). The answers do not depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -57,6 +61,7 @@ pub fn main(args: Args) -> Result<()> {
         None => None,
     };
     let write_error: RefCell<Option<std::io::Error>> = RefCell::new(None);
+    let pool = eval::pool(crate::common::example_threads(args.threads))?;
     let pipeline = args.model.load()?;
     let terminal = std::io::stderr().is_terminal();
     let line_open = Cell::new(false);
@@ -85,7 +90,7 @@ pub fn main(args: Args) -> Result<()> {
             }
         }
     };
-    let report: Result<Report, _> = eval::evaluate(&pipeline, suite, args.n, args.seed, each);
+    let report: Result<Report, _> = eval::evaluate(&pipeline, suite, args.n, args.seed, pool.as_ref(), each);
     if line_open.get() {
         eprintln!();
     }

@@ -47,10 +47,7 @@ fn main() {
         Command::Chat(a) => chat::main(a),
         Command::Ground(a) => ground::main(a),
         Command::Logits(a) => logits::main(a),
-        Command::Train(a) => {
-            train::single_threaded_ops();
-            train::main(a)
-        }
+        Command::Train(a) => train::main(a),
         Command::Info(a) => info::main(a),
         Command::Eval(a) => eval::main(a),
         Command::Serve(a) => serve::main(a),

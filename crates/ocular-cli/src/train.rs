@@ -9,6 +9,8 @@ use anyhow::Result;
 use ocular::train::config::TrainConfig;
 use ocular::train::trainer::{Progress, Trainer};
 
+use crate::common;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The run's settings (see configs/builtin.toml).
@@ -29,17 +31,6 @@ pub struct Args {
     threads: Option<u32>,
 }
 
-/// Candle's per-operation threads cost more than they gain on a small model's small matrices,
-/// so training turns them off and gives each thread whole examples instead. Must run before
-/// candle first computes anything (its thread pools start once); a value the user set stays.
-pub fn single_threaded_ops() {
-    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            std::env::set_var(var, "1");
-        }
-    }
-}
-
 fn duration(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
@@ -50,10 +41,7 @@ pub fn main(args: Args) -> Result<()> {
     if let Some(out) = args.out {
         config.out = out;
     }
-    let threads = match args.threads {
-        Some(n) => n as usize,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = common::example_threads(args.threads);
     let mut trainer = Trainer::new(config, args.resume)?;
     trainer.set_threads(threads)?;
     if !args.quiet {

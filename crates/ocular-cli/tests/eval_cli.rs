@@ -103,3 +103,24 @@ fn an_unwritable_predictions_file_is_named_before_loading() {
     assert!(err.contains("cannot write predictions to /no/such/dir/answers.jsonl"), "{err}");
     assert!(!err.contains("loading") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn answers_do_not_depend_on_the_thread_count() {
+    let m = model();
+    let dir = common::scratch("eval-threads");
+    let run = |threads: &str| {
+        let file = dir.join(format!("answers-{threads}.jsonl"));
+        let f = file.to_str().unwrap();
+        let args = ["eval", "-q", "--model", &m, "--n", "14", "--seed", "5", "--json", "--threads", threads];
+        let out = ocular(&[&args[..], &["--predictions", f]].concat());
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        (out.stdout, std::fs::read_to_string(&file).unwrap())
+    };
+    let (one, two) = (run("1"), run("2"));
+    assert_eq!(one.1.lines().count(), 14);
+    assert_eq!(one, two);
+    let out = ocular(&["eval", "--model", &m, "--threads", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--threads") && err.contains("'0'"), "{err}");
+}

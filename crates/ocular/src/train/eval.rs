@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::parallel;
+pub use super::parallel::pool;
 use super::scenes::{answers_match, iou, Example, Generator, SceneConfig, Task};
 use crate::error::{Error, Result};
 use crate::generate::SamplingParams;
@@ -80,26 +82,34 @@ pub struct Scored<'a> {
 
 /// Asks `pipeline` about `n` examples of `suite` made from `seed`: `n / 7` per task, the
 /// remainder to the first tasks of [`Task::ALL`]. Each task draws from its own stream, so a
-/// larger `n` with the same seed extends a smaller one. `each` sees every answer as it is scored.
+/// larger `n` with the same seed extends a smaller one. With `pool`, its threads answer several
+/// examples at once (best with candle's per-operation threads off, as `ocular eval` sets them);
+/// answers are scored, and passed to `each`, in the same order either way.
 pub fn evaluate(
     pipeline: &Pipeline,
     suite: Suite,
     n: usize,
     seed: u64,
+    pool: Option<&rayon::ThreadPool>,
     mut each: impl FnMut(&Scored),
 ) -> Result<Report> {
     let Suite::Scenes = suite;
     let counts = examples_per_task(n)?;
     let mut gens: Vec<Generator> =
         (0..Task::ALL.len()).map(|i| Generator::new(task_seed(seed, i), SceneConfig::default())).collect();
-    let mut tally = Tally::default();
     // Round-robin over the tasks, so that an interrupted run has seen every task alike.
-    for round in 0..counts[0] {
-        for (i, &task) in Task::ALL.iter().enumerate().filter(|&(i, _)| round < counts[i]) {
-            let example = gens[i].example(task);
-            let prediction = predict(pipeline, &example)?;
-            let (correct, iou) = tally.add(&example, &prediction);
-            each(&Scored { done: tally.total(), total: n, example: &example, prediction: &prediction, correct, iou });
+    let counts = &counts;
+    let order: Vec<usize> =
+        (0..counts[0]).flat_map(|round| (0..Task::ALL.len()).filter(move |&i| round < counts[i])).collect();
+    // A few examples per thread at a time, so that long answers and short ones even out.
+    let chunk = pool.map_or(1, |p| 4 * p.current_num_threads());
+    let mut tally = Tally::default();
+    for tasks in order.chunks(chunk) {
+        let examples: Vec<Example> = tasks.iter().map(|&i| gens[i].example(Task::ALL[i])).collect();
+        let predictions = parallel::map(pool, &examples, &|e: &Example| predict(pipeline, e))?;
+        for (example, prediction) in examples.iter().zip(&predictions) {
+            let (correct, iou) = tally.add(example, prediction);
+            each(&Scored { done: tally.total(), total: n, example, prediction, correct, iou });
         }
     }
     Ok(tally.report())
@@ -337,7 +347,7 @@ mod tests {
     fn evaluates_the_fixture_model_deterministically() {
         let pipeline = Pipeline::load(FIXTURE, &LoadOptions::default()).unwrap();
         let mut calls = Vec::new();
-        let report = evaluate(&pipeline, Suite::Scenes, 9, 1, |s| {
+        let report = evaluate(&pipeline, Suite::Scenes, 9, 1, None, |s| {
             calls.push((s.done, s.total, s.example.kind, s.correct, s.iou.is_some()));
         })
         .unwrap();
@@ -357,8 +367,20 @@ mod tests {
         for v in report.tasks.values().map(|s| s.accuracy).chain([g.acc_iou50, g.mean_iou]) {
             assert!((0.0..=1.0).contains(&v), "{report:?}");
         }
-        assert_eq!(evaluate(&pipeline, Suite::Scenes, 9, 1, |_| {}).unwrap(), report);
-        let err = evaluate(&pipeline, Suite::Scenes, 0, 1, |_| {}).unwrap_err();
+        // Two threads answering at once score the same answers, passed on in the same order.
+        let pool = parallel::pool(2).unwrap();
+        let answers = |pool: Option<&rayon::ThreadPool>| {
+            let mut seen = Vec::new();
+            let report = evaluate(&pipeline, Suite::Scenes, 9, 1, pool, |s| {
+                seen.push((s.done, s.example.question.clone(), s.prediction.answer.clone()))
+            })
+            .unwrap();
+            (report, seen)
+        };
+        let (one, two) = (answers(None), answers(pool.as_ref()));
+        assert_eq!(one, two);
+        assert_eq!(two.0, report);
+        let err = evaluate(&pipeline, Suite::Scenes, 0, 1, None, |_| {}).unwrap_err();
         assert!(err.to_string().contains("at least 7 examples"), "{err}");
     }
 }

@@ -76,6 +76,18 @@ pub fn step<T: Sync>(
     Ok(Step { objective: objective.sum::<f64>() as f32, means, grads })
 }
 
+/// A pool of `threads` threads for [`step`] and [`map`]; none for one thread.
+pub fn pool(threads: usize) -> Result<Option<rayon::ThreadPool>> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start {threads} threads: {e}")))?;
+    Ok(Some(pool))
+}
+
 /// `f` over `items`, in order, on `pool` when given.
 pub fn map<T: Sync, R: Send>(
     pool: Option<&rayon::ThreadPool>,

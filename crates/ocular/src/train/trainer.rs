@@ -181,15 +181,7 @@ impl Trainer {
     /// `threads`. Pays when candle's own per-operation threading is off
     /// (`CANDLE_NUM_THREADS=1`, `RAYON_NUM_THREADS=1`), as `ocular train` sets it.
     pub fn set_threads(&mut self, threads: usize) -> Result<()> {
-        self.pool = if threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| Error::Invalid(format!("cannot start {threads} training threads: {e}")))?;
-            Some(pool)
-        } else {
-            None
-        };
+        self.pool = parallel::pool(threads)?;
         Ok(())
     }
 
