@@ -47,6 +47,9 @@ pub struct Dense {
     /// Label shape and size at every token an object covers, not only at its centre token
     /// (see `train::dense`; not with `centres`).
     pub covered: bool,
+    /// Also label, wherever an object's shape is labelled, the colour and shape of the object
+    /// standing in each relation to it (left of, right of, above, below, nearest, farthest).
+    pub relations: bool,
 }
 
 /// The shape of a new Qwen2-VL-architecture model (ignored when fine-tuning).
@@ -193,6 +196,7 @@ impl Default for Dense {
             weight: 0.0,
             centres: false,
             covered: false,
+            relations: false,
         }
     }
 }

@@ -264,8 +264,7 @@ fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_mod
         batch_size: 2,
         lr: 3e-3,
         weight: 0.5,
-        centres: false,
-        covered: false,
+        ..Default::default()
     };
     let mut trainer = Trainer::new(config.clone(), false).unwrap();
     let mut seen = vec![];
@@ -293,7 +292,7 @@ fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_mod
 }
 
 /// Centre labels add the "no centre" and size parts to the dense loss, which all fall; the
-/// plain labels report neither; covered labels report size.
+/// plain labels report neither; covered labels report size, and relation labels theirs.
 #[test]
 fn centre_and_covered_labels_add_their_parts_and_they_fall() {
     let out = scratch("train-dense-centres");
@@ -308,7 +307,7 @@ fn centre_and_covered_labels_add_their_parts_and_they_fall() {
         lr: 3e-3,
         weight: 0.0,
         centres: true,
-        covered: false,
+        ..Default::default()
     };
     let mut seen = vec![];
     Trainer::new(config.clone(), false).unwrap().run(&mut |p| seen.extend(p.dense)).unwrap();
@@ -325,12 +324,17 @@ fn centre_and_covered_labels_add_their_parts_and_they_fall() {
     Trainer::new(config.clone(), false).unwrap().run(&mut |p| plain.extend(p.dense)).unwrap();
     assert!(plain.iter().all(|d| d.elsewhere.is_none() && d.size.is_none()), "{plain:?}");
     let _ = std::fs::remove_dir_all(&out);
-    // Covered labels report size (where shape is labelled) but no "no centre" part.
+    assert!(plain.iter().all(|d| d.relation.is_none()), "{plain:?}");
+    // Covered labels report size (where shape is labelled) but no "no centre" part; relation
+    // labels add theirs, starting near chance (8 colour classes, 6 shape classes).
     config.dense.covered = true;
+    config.dense.relations = true;
     let mut covered = vec![];
     Trainer::new(config, false).unwrap().run(&mut |p| covered.extend(p.dense)).unwrap();
     assert!(covered.iter().all(|d| d.elsewhere.is_none() && d.size.is_some()), "{covered:?}");
-    let sum = |d: &DenseParts| d.colour + d.shape + d.size.unwrap();
+    let chance = (8f32.ln() + 6f32.ln()) / 2.0;
+    assert!((covered[0].relation.unwrap() - chance).abs() < 0.5, "{:?}", covered[0]);
+    let sum = |d: &DenseParts| d.colour + d.shape + d.size.unwrap() + d.relation.unwrap();
     assert!(sum(&covered[11]) < sum(&covered[0]), "{:?} -> {:?}", covered[0], covered[11]);
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -1,0 +1,193 @@
+//! What each merged vision token of a scene should say, read off the scene's layout: the
+//! colour of the object covering it, where each object's centre lies, and (for relation labels)
+//! which object stands in each relation to the token's object.
+
+use crate::train::scenes::{relation_answer, Colour, Relation, Scene, Shape, Size};
+
+/// The colour class of a token that no object covers; also "no such object" in relation labels.
+pub const BACKGROUND: u32 = Colour::ALL.len() as u32;
+pub const COLOUR_CLASSES: usize = Colour::ALL.len() + 1;
+/// With centre labels, the shape class of a token that holds no object's centre; also "no
+/// such object" in relation labels.
+pub const NO_CENTRE: u32 = Shape::ALL.len() as u32;
+/// Points sampled per side of a token's cell to measure what covers it.
+const PROBES: usize = 4;
+/// An object names a token's colour when it covers at least this many of its probe points.
+const MIN_COVER: usize = PROBES * PROBES / 4;
+
+/// What one image's merged tokens should say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLabels {
+    /// Per token, row-major: the colour class of the object covering most of it.
+    pub colours: Vec<u32>,
+    /// Per token: the index in the scene of that object, if any covers enough of it.
+    pub objects: Vec<Option<usize>>,
+    /// The token that holds each object's centre, in the scene's object order.
+    pub centres: Vec<Centre>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Centre {
+    pub token: usize,
+    pub shape: u32,
+    pub colour: u32,
+    pub size: u32,
+}
+
+/// Labels for a `grid` (`[rows, cols]` of merged tokens) laid over `scene`'s whole canvas:
+/// the processor resizes the canvas onto the grid, so each token covers an equal share of it.
+pub fn token_labels(scene: &Scene, grid: [usize; 2]) -> TokenLabels {
+    let [rows, cols] = grid;
+    let (cell_w, cell_h) = (scene.width as f32 / cols as f32, scene.height as f32 / rows as f32);
+    let mut objects = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            let mut cover = vec![0usize; scene.objects.len()];
+            for i in 0..PROBES * PROBES {
+                let x = (c as f32 + ((i % PROBES) as f32 + 0.5) / PROBES as f32) * cell_w;
+                let y = (r as f32 + ((i / PROBES) as f32 + 0.5) / PROBES as f32) * cell_h;
+                if let Some(k) = scene.objects.iter().position(|o| o.contains(x, y)) {
+                    cover[k] += 1;
+                }
+            }
+            let best = cover.iter().enumerate().max_by_key(|&(_, n)| *n).filter(|&(_, n)| *n >= MIN_COVER);
+            objects.push(best.map(|(k, _)| k));
+        }
+    }
+    let colours = objects.iter().map(|k| k.map_or(BACKGROUND, |k| colour_class(scene.objects[k].colour))).collect();
+    let centres = scene
+        .objects
+        .iter()
+        .map(|o| {
+            let r = ((o.centre[1] / cell_h) as usize).min(rows - 1);
+            let c = ((o.centre[0] / cell_w) as usize).min(cols - 1);
+            Centre {
+                token: r * cols + c,
+                shape: shape_class(o.shape),
+                colour: colour_class(o.colour),
+                size: size_class(o.size),
+            }
+        })
+        .collect();
+    TokenLabels { colours, objects, centres }
+}
+
+/// `(token, object)` wherever an object's own shape is labelled: each object's centre token,
+/// and with `covered` every other token an object covers.
+pub fn object_tokens(labels: &TokenLabels, covered: bool) -> Vec<(u32, usize)> {
+    let mut tokens: Vec<(u32, usize)> = labels.centres.iter().enumerate().map(|(k, c)| (c.token as u32, k)).collect();
+    if covered {
+        for (token, object) in labels.objects.iter().enumerate() {
+            if let (Some(k), false) = (object, labels.centres.iter().any(|c| c.token == token)) {
+                tokens.push((token as u32, *k));
+            }
+        }
+    }
+    tokens
+}
+
+/// For each relation of [`Relation::ALL`], the colour and shape classes of the object standing
+/// in it to `scene.objects[anchor]` (as a relation question would answer), or
+/// `(BACKGROUND, NO_CENTRE)` where no object clearly does.
+pub fn relation_classes(scene: &Scene, anchor: usize) -> [(u32, u32); 6] {
+    Relation::ALL.map(|rel| {
+        relation_answer(scene, anchor, rel).map_or((BACKGROUND, NO_CENTRE), |b| {
+            let o = &scene.objects[b];
+            (colour_class(o.colour), shape_class(o.shape))
+        })
+    })
+}
+
+pub fn size_class(size: Size) -> u32 {
+    Size::ALL.iter().position(|&z| z == size).expect("every size is listed") as u32
+}
+
+pub fn colour_class(colour: Colour) -> u32 {
+    Colour::ALL.iter().position(|&c| c == colour).expect("every colour is listed") as u32
+}
+
+pub fn shape_class(shape: Shape) -> u32 {
+    Shape::ALL.iter().position(|&s| s == shape).expect("every shape is listed") as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::scenes::{Background, Object};
+
+    fn object(shape: Shape, colour: Colour, centre: [f32; 2], radius: f32) -> Object {
+        Object { shape, colour, size: Size::Large, rgb: colour.rgb(), centre, radius }
+    }
+
+    fn canvas(objects: Vec<Object>) -> Scene {
+        // 112 x 56: on a 4 x 2 grid, 28-pixel cells.
+        Scene { width: 112, height: 56, background: Background::Plain { base: [128, 128, 128] }, objects }
+    }
+
+    #[test]
+    fn labels_follow_the_layout() {
+        let scene = canvas(vec![
+            object(Shape::Square, Colour::Red, [14.0, 14.0], 12.0),
+            object(Shape::Circle, Colour::Blue, [70.0, 42.0], 4.0),
+        ]);
+        let labels = token_labels(&scene, [2, 4]);
+        let (red, blue) = (colour_class(Colour::Red), colour_class(Colour::Blue));
+        // The square fills the first cell; the small circle covers under a quarter of its cell.
+        assert_eq!(
+            labels.colours,
+            vec![red, BACKGROUND, BACKGROUND, BACKGROUND, BACKGROUND, BACKGROUND, BACKGROUND, BACKGROUND]
+        );
+        let centres: Vec<(usize, u32, u32)> = labels.centres.iter().map(|c| (c.token, c.shape, c.colour)).collect();
+        assert_eq!(centres, vec![(0, shape_class(Shape::Square), red), (6, shape_class(Shape::Circle), blue)]);
+        assert_eq!(labels.objects, vec![Some(0), None, None, None, None, None, None, None]);
+        let big = canvas(vec![object(Shape::Circle, Colour::Blue, [70.0, 42.0], 13.0)]);
+        assert_eq!(token_labels(&big, [2, 4]).colours[6], blue);
+    }
+
+    #[test]
+    fn covered_labels_reach_every_token_an_object_covers() {
+        let wide = canvas(vec![
+            object(Shape::Triangle, Colour::Red, [56.0, 28.0], 27.0),
+            object(Shape::Circle, Colour::Blue, [100.0, 10.0], 4.0),
+        ]);
+        let labels = token_labels(&wide, [2, 4]);
+        assert_eq!((labels.centres[0].token, labels.centres[1].token, labels.objects[3]), (6, 3, None));
+        let sorted = |covered| {
+            let mut s = object_tokens(&labels, covered);
+            s.sort();
+            s
+        };
+        assert_eq!(sorted(false), vec![(3, 1), (6, 0)]);
+        let covered: Vec<u32> =
+            labels.objects.iter().enumerate().filter(|(_, o)| o.is_some()).map(|(t, _)| t as u32).collect();
+        assert!(covered.len() > 1, "{:?}", labels.objects);
+        let mut expected: Vec<(u32, usize)> =
+            covered.iter().filter(|&&t| t != 6).map(|&t| (t, 0)).chain([(3, 1), (6, 0)]).collect();
+        expected.sort();
+        assert_eq!(sorted(true), expected);
+    }
+
+    #[test]
+    fn relation_labels_name_the_object_a_question_would() {
+        let scene = canvas(vec![
+            object(Shape::Square, Colour::Red, [12.0, 28.0], 8.0),
+            object(Shape::Circle, Colour::Blue, [56.0, 28.0], 8.0),
+            object(Shape::Star, Colour::Green, [100.0, 28.0], 8.0),
+        ]);
+        let none = (BACKGROUND, NO_CENTRE);
+        let blue_circle = (colour_class(Colour::Blue), shape_class(Shape::Circle));
+        let green_star = (colour_class(Colour::Green), shape_class(Shape::Star));
+        for anchor in 0..3 {
+            let expected = Relation::ALL.map(|rel| {
+                relation_answer(&scene, anchor, rel)
+                    .map_or(none, |b| (colour_class(scene.objects[b].colour), shape_class(scene.objects[b].shape)))
+            });
+            assert_eq!(relation_classes(&scene, anchor), expected);
+        }
+        // The red square, at the left: nothing left of it, the blue circle nearest, the green
+        // star farthest.
+        let red = relation_classes(&scene, 0);
+        assert_eq!(red[0], none);
+        assert_eq!((red[4], red[5]), (blue_circle, green_star));
+    }
+}
