@@ -73,7 +73,8 @@ pub fn main(args: Args) -> Result<()> {
                 let line = format!("{line}  dense colour {:.4} shape {:.4}", d.colour, d.shape);
                 let line = d.elsewhere.map_or(line.clone(), |e| format!("{line} no-centre {e:.4}"));
                 let line = d.size.map_or(line.clone(), |z| format!("{line} size {z:.4}"));
-                d.relation.map_or(line.clone(), |r| format!("{line} relation {r:.4}"))
+                let line = d.relation.map_or(line.clone(), |r| format!("{line} relation {r:.4}"));
+                d.count.map_or(line.clone(), |c| format!("{line} count {c:.4}"))
             }
             None => line,
         };

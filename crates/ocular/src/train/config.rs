@@ -50,6 +50,9 @@ pub struct Dense {
     /// Also label, wherever an object's shape is labelled, the colour and shape of the object
     /// standing in each relation to it (left of, right of, above, below, nearest, farthest).
     pub relations: bool,
+    /// Also label the number of objects at every token and, wherever an object's shape is
+    /// labelled, how many objects share its shape and how many its colour.
+    pub counts: bool,
 }
 
 /// The shape of a new Qwen2-VL-architecture model (ignored when fine-tuning).
@@ -197,6 +200,7 @@ impl Default for Dense {
             centres: false,
             covered: false,
             relations: false,
+            counts: false,
         }
     }
 }

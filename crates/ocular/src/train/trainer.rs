@@ -151,8 +151,13 @@ impl Trainer {
         let dense = if config.dense.enabled() {
             let head_vars = VarMap::new();
             let vb = VarBuilder::from_varmap(&head_vars, DType::F32, &Device::Cpu);
-            let head =
-                DenseHead::new(vb, model.config().text.hidden_size, config.dense.labels(), config.dense.relations)?;
+            let head = DenseHead::new(
+                vb,
+                model.config().text.hidden_size,
+                config.dense.labels(),
+                config.dense.relations,
+                config.dense.counts,
+            )?;
             if resuming {
                 load_into(&head_vars, &[checkpoint.join(DENSE_HEAD_FILE)])?;
             } else {

@@ -292,7 +292,7 @@ fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_mod
 }
 
 /// Centre labels add the "no centre" and size parts to the dense loss, which all fall; the
-/// plain labels report neither; covered labels report size, and relation labels theirs.
+/// plain labels report neither; covered labels report size, and relation and count labels theirs.
 #[test]
 fn centre_and_covered_labels_add_their_parts_and_they_fall() {
     let out = scratch("train-dense-centres");
@@ -324,17 +324,20 @@ fn centre_and_covered_labels_add_their_parts_and_they_fall() {
     Trainer::new(config.clone(), false).unwrap().run(&mut |p| plain.extend(p.dense)).unwrap();
     assert!(plain.iter().all(|d| d.elsewhere.is_none() && d.size.is_none()), "{plain:?}");
     let _ = std::fs::remove_dir_all(&out);
-    assert!(plain.iter().all(|d| d.relation.is_none()), "{plain:?}");
+    assert!(plain.iter().all(|d| d.relation.is_none() && d.count.is_none()), "{plain:?}");
     // Covered labels report size (where shape is labelled) but no "no centre" part; relation
     // labels add theirs, starting near chance (8 colour classes, 6 shape classes).
     config.dense.covered = true;
     config.dense.relations = true;
+    config.dense.counts = true;
     let mut covered = vec![];
     Trainer::new(config, false).unwrap().run(&mut |p| covered.extend(p.dense)).unwrap();
     assert!(covered.iter().all(|d| d.elsewhere.is_none() && d.size.is_some()), "{covered:?}");
     let chance = (8f32.ln() + 6f32.ln()) / 2.0;
     assert!((covered[0].relation.unwrap() - chance).abs() < 0.5, "{:?}", covered[0]);
-    let sum = |d: &DenseParts| d.colour + d.shape + d.size.unwrap() + d.relation.unwrap();
+    // Counts start near chance among 9 classes.
+    assert!((covered[0].count.unwrap() - 9f32.ln()).abs() < 0.5, "{:?}", covered[0]);
+    let sum = |d: &DenseParts| d.colour + d.shape + d.size.unwrap() + d.relation.unwrap() + d.count.unwrap();
     assert!(sum(&covered[11]) < sum(&covered[0]), "{:?} -> {:?}", covered[0], covered[11]);
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -98,6 +98,21 @@ pub fn relation_classes(scene: &Scene, anchor: usize) -> [(u32, u32); 6] {
     })
 }
 
+/// Counts 0 to 8, the most objects a scene holds.
+pub const COUNT_CLASSES: usize = 9;
+
+/// The objects in `scene`, and those sharing `scene.objects[object]`'s shape and its colour.
+pub fn count_classes(scene: &Scene, object: usize) -> [u32; 3] {
+    let objects = &scene.objects;
+    let count = |n: usize| n.min(COUNT_CLASSES - 1) as u32;
+    let Some(me) = objects.get(object) else { return [count(objects.len()), 0, 0] };
+    [
+        count(objects.len()),
+        count(objects.iter().filter(|o| o.shape == me.shape).count()),
+        count(objects.iter().filter(|o| o.colour == me.colour).count()),
+    ]
+}
+
 pub fn size_class(size: Size) -> u32 {
     Size::ALL.iter().position(|&z| z == size).expect("every size is listed") as u32
 }
@@ -165,6 +180,19 @@ mod tests {
             covered.iter().filter(|&&t| t != 6).map(|&t| (t, 0)).chain([(3, 1), (6, 0)]).collect();
         expected.sort();
         assert_eq!(sorted(true), expected);
+    }
+
+    #[test]
+    fn count_labels_count_the_scene_and_the_object_s_shape_and_colour() {
+        let scene = canvas(vec![
+            object(Shape::Square, Colour::Red, [12.0, 28.0], 8.0),
+            object(Shape::Circle, Colour::Red, [56.0, 28.0], 8.0),
+            object(Shape::Square, Colour::Green, [100.0, 28.0], 8.0),
+        ]);
+        assert_eq!(count_classes(&scene, 0), [3, 2, 2]);
+        assert_eq!(count_classes(&scene, 1), [3, 1, 2]);
+        assert_eq!(count_classes(&scene, 2), [3, 2, 1]);
+        assert_eq!(count_classes(&canvas(vec![]), 0), [0, 0, 0]);
     }
 
     #[test]

@@ -27,7 +27,9 @@ use candle_nn::{Linear, Module, VarBuilder};
 
 mod labels;
 
-use labels::{object_tokens, relation_classes, shape_class, size_class, COLOUR_CLASSES, NO_CENTRE};
+use labels::{
+    count_classes, object_tokens, relation_classes, shape_class, size_class, COLOUR_CLASSES, COUNT_CLASSES, NO_CENTRE,
+};
 pub use labels::{token_labels, Centre, TokenLabels};
 
 use super::parallel::Part;
@@ -64,6 +66,9 @@ pub struct DenseParts {
     pub size: Option<f32>,
     /// With relation labels: per relation's colour or shape, where shape is labelled.
     pub relation: Option<f32>,
+    /// With count labels: the objects in the image, and those of the token's object's shape
+    /// and of its colour.
+    pub count: Option<f32>,
 }
 
 impl DenseParts {
@@ -76,6 +81,7 @@ impl DenseParts {
             elsewhere: at(2),
             size: at(3),
             relation: at(4),
+            count: at(5),
         }
     }
 }
@@ -85,16 +91,18 @@ const RELATION_CLASSES: usize = COLOUR_CLASSES + Shape::ALL.len() + 1;
 
 /// The throwaway head: one linear map from a merged token to colour and shape logits (and,
 /// with centre labels, a "no centre" shape class; with centre or covered labels, size logits;
-/// with relation labels, the colour and shape of each relation's object).
+/// with relation labels, the colour and shape of each relation's object; with count labels,
+/// three counts).
 pub struct DenseHead {
     linear: Linear,
     labels: DenseLabels,
     relations: bool,
+    counts: bool,
 }
 
 impl DenseHead {
     /// Variables under `dense_head` in `vb` (kept out of the model's own weights).
-    pub fn new(vb: VarBuilder, hidden: usize, labels: DenseLabels, relations: bool) -> Result<Self> {
+    pub fn new(vb: VarBuilder, hidden: usize, labels: DenseLabels, relations: bool, counts: bool) -> Result<Self> {
         let extra = match labels {
             DenseLabels::Centre => 0,
             DenseLabels::Centres => 1 + Size::ALL.len(),
@@ -103,21 +111,24 @@ impl DenseHead {
         let classes = COLOUR_CLASSES
             + Shape::ALL.len()
             + extra
-            + if relations { Relation::ALL.len() * RELATION_CLASSES } else { 0 };
-        Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, labels, relations })
+            + if relations { Relation::ALL.len() * RELATION_CLASSES } else { 0 }
+            + if counts { 3 * COUNT_CLASSES } else { 0 };
+        Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, labels, relations, counts })
     }
 
-    /// How many parts [`Self::parts`] gives: colour, shape, "no centre", size and relation
-    /// (`None` where the labels lack them).
+    /// How many parts [`Self::parts`] gives: colour, shape, "no centre", size, relation and
+    /// count (`None` where the labels lack them).
     pub fn part_count(&self) -> usize {
-        5
+        6
     }
 
     /// `scene` rendered and encoded as the model sees it, and its loss parts as sums (the step
     /// takes their means over a batch): colour cross-entropy over every token, shape over the
     /// centre tokens (with covered labels, also every covered token); with centre labels,
     /// "no centre" over the other tokens; size, and each relation's colour and shape, where
-    /// shape is labelled. A part without tokens (or that the labels lack) is `None`.
+    /// shape is labelled; the object count at every token, and the counts of the token's
+    /// object's shape and colour where shape is labelled. A part without tokens (or that the
+    /// labels lack) is `None`.
     pub fn parts(&self, model: &Qwen2Vl, scene: &Scene) -> Result<Vec<Option<Part>>> {
         let (tokens, grids) = model.image_tokens(&[scene.render()])?;
         let mut labels = token_labels(scene, grids[0]);
@@ -153,6 +164,7 @@ impl DenseHead {
             None,
             None,
             None,
+            None,
         ];
         if centres {
             let others: Vec<u32> = all.iter().copied().filter(|r| !centre_rows.contains(r)).collect();
@@ -166,28 +178,43 @@ impl DenseHead {
         }
         if self.relations {
             let related: Vec<[(u32, u32); 6]> = (0..scene.objects.len()).map(|k| relation_classes(scene, k)).collect();
-            let mut total: Option<Part> = None;
+            let mut each = vec![];
             for r in 0..Relation::ALL.len() {
                 let at = first + r * RELATION_CLASSES;
-                let colours = of_object(&|k| related[k][r].0);
-                let shapes = of_object(&|k| related[k][r].1);
-                for part in [
-                    summed_ce(&rows, at, COLOUR_CLASSES, &colours)?,
-                    summed_ce(&rows, at + COLOUR_CLASSES, Shape::ALL.len() + 1, &shapes)?,
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    total = Some(match total {
-                        Some(t) => Part { sum: (t.sum + part.sum)?, count: t.count + part.count },
-                        None => part,
-                    });
-                }
+                each.push(summed_ce(&rows, at, COLOUR_CLASSES, &of_object(&|k| related[k][r].0))?);
+                each.push(summed_ce(
+                    &rows,
+                    at + COLOUR_CLASSES,
+                    Shape::ALL.len() + 1,
+                    &of_object(&|k| related[k][r].1),
+                )?);
             }
-            parts[4] = total;
+            parts[4] = add_parts(each)?;
+            first += Relation::ALL.len() * RELATION_CLASSES;
+        }
+        if self.counts {
+            let same_shape = of_object(&|k| count_classes(scene, k)[1]);
+            let same_colour = of_object(&|k| count_classes(scene, k)[2]);
+            parts[5] = add_parts(vec![
+                summed_ce(&all, first, COUNT_CLASSES, &vec![count_classes(scene, 0)[0]; all.len()])?,
+                summed_ce(&rows, first + COUNT_CLASSES, COUNT_CLASSES, &same_shape)?,
+                summed_ce(&rows, first + 2 * COUNT_CLASSES, COUNT_CLASSES, &same_colour)?,
+            ])?;
         }
         Ok(parts)
     }
+}
+
+/// One part summing `parts` (`None` where all are).
+fn add_parts(parts: Vec<Option<Part>>) -> Result<Option<Part>> {
+    let mut total: Option<Part> = None;
+    for part in parts.into_iter().flatten() {
+        total = Some(match total {
+            Some(t) => Part { sum: (t.sum + part.sum)?, count: t.count + part.count },
+            None => part,
+        });
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
