@@ -127,10 +127,10 @@ fn the_builtin_model_scores_on_200_fresh_scenes() {
     let n: u64 = tasks.as_object().unwrap().values().map(|t| t["n"].as_u64().unwrap()).sum();
     assert_eq!(n, 200);
     for (task, floor) in
-        [("attribute", 0.45), ("count", 0.35), ("relation", 0.08), ("multi_image", 0.4), ("video", 0.1)]
+        [("attribute", 0.65), ("count", 0.5), ("relation", 0.05), ("multi_image", 0.6), ("video", 0.12)]
     {
         let accuracy = tasks[task]["accuracy"].as_f64().unwrap();
         assert!(accuracy >= floor, "{task}: accuracy {accuracy} under the floor {floor}");
     }
-    assert!(report["grounding"]["mean_iou"].as_f64().unwrap() > 0.003, "{report}");
+    assert!(report["grounding"]["mean_iou"].as_f64().unwrap() > 0.01, "{report}");
 }
