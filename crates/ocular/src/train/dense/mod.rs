@@ -193,10 +193,13 @@ impl DenseHead {
             first += Relation::ALL.len() * RELATION_CLASSES;
         }
         if self.counts {
-            let same_shape = of_object(&|k| count_classes(scene, k)[1]);
-            let same_colour = of_object(&|k| count_classes(scene, k)[2]);
+            let counts: Vec<[u32; 3]> = (0..scene.objects.len()).map(|k| count_classes(scene, k)).collect();
+            let same_shape = of_object(&|k| counts[k][1]);
+            let same_colour = of_object(&|k| counts[k][2]);
+            // The image's object count, the same at every token (and for every object).
+            let in_image = count_classes(scene, 0)[0];
             parts[5] = add_parts(vec![
-                summed_ce(&all, first, COUNT_CLASSES, &vec![count_classes(scene, 0)[0]; all.len()])?,
+                summed_ce(&all, first, COUNT_CLASSES, &vec![in_image; all.len()])?,
                 summed_ce(&rows, first + COUNT_CLASSES, COUNT_CLASSES, &same_shape)?,
                 summed_ce(&rows, first + 2 * COUNT_CLASSES, COUNT_CLASSES, &same_colour)?,
             ])?;
