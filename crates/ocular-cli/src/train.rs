@@ -74,10 +74,13 @@ pub fn main(args: Args) -> Result<()> {
                 let line = d.elsewhere.map_or(line.clone(), |e| format!("{line} no-centre {e:.4}"));
                 let line = d.size.map_or(line.clone(), |z| format!("{line} size {z:.4}"));
                 let line = d.relation.map_or(line.clone(), |r| format!("{line} relation {r:.4}"));
-                d.count.map_or(line.clone(), |c| format!("{line} count {c:.4}"))
+                let line = d.count.map_or(line.clone(), |c| format!("{line} count {c:.4}"));
+                let line = d.inventory.map_or(line.clone(), |i| format!("{line} inventory {i:.4}"));
+                d.motion.map_or(line.clone(), |m| format!("{line} motion {m:.4}"))
             }
             None => line,
         };
+        let line = p.position.map_or(line.clone(), |q| format!("{line}  position {q:.4}"));
         if let Some(e) = p.eval_loss {
             eprintln!("{}{line}  held-out loss {e:.4}", if terminal { "\r" } else { "" });
         } else if terminal {

@@ -247,13 +247,21 @@ impl CausalDecoder {
         let seq = embeds.dim(1)?;
         let offset = cache.seq_len();
         let mask = if seq > 1 { Some(causal_mask(seq, offset, embeds.device())?) } else { None };
-        self.run_layers(embeds, rot, mask.as_ref(), cache)
+        Ok(self.run_layers(embeds, rot, mask.as_ref(), cache, None)?.0)
     }
 
     /// Like [`Self::hidden_states`] from an empty cache, with the caller's (seq, seq) additive
-    /// mask in place of the causal one (training packs several sequences into one).
-    pub fn hidden_states_masked(&self, embeds: &Tensor, rot: &Rotation, mask: &Tensor) -> Result<Tensor> {
-        self.run_layers(embeds, rot, Some(mask), &mut self.new_cache())
+    /// mask in place of the causal one (training packs several sequences into one). With
+    /// `tap = Some(k)`, also the residual stream after the first `k` layers (an auxiliary loss
+    /// reads it).
+    pub fn hidden_states_masked(
+        &self,
+        embeds: &Tensor,
+        rot: &Rotation,
+        mask: &Tensor,
+        tap: Option<usize>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        self.run_layers(embeds, rot, Some(mask), &mut self.new_cache(), tap)
     }
 
     fn run_layers(
@@ -262,12 +270,20 @@ impl CausalDecoder {
         rot: &Rotation,
         mask: Option<&Tensor>,
         cache: &mut KvCache,
-    ) -> Result<Tensor> {
+        tap: Option<usize>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let mut x = embeds.clone();
+        let mut tapped = None;
         for (i, layer) in self.layers.iter().enumerate() {
+            if tap == Some(i) {
+                tapped = Some(x.clone());
+            }
             x = layer.forward(&x, rot, mask, (cache, i))?;
         }
-        self.norm.forward(&x)
+        if tap == Some(self.layers.len()) {
+            tapped = Some(x.clone());
+        }
+        Ok((self.norm.forward(&x)?, tapped))
     }
 
     /// f32 logits of hidden states (..., hidden) -> (..., vocab).

@@ -53,6 +53,15 @@ pub struct Dense {
     /// Also label the number of objects at every token and, wherever an object's shape is
     /// labelled, how many objects share its shape and how many its colour.
     pub counts: bool,
+    /// With `relations`: also label "none" where no object clearly stands in a relation
+    /// (questions are asked only where one does). On by default, as the first runs had it.
+    pub relations_none: bool,
+    /// Also label at every token what the whole image holds: how many objects of each shape
+    /// and of each colour, and whether each colour-shape pair is present.
+    pub inventory: bool,
+    /// Moving-object clips per dense step, besides the scenes: their tokens learn their colour
+    /// and the direction of motion (or "still") of the object under them.
+    pub videos: usize,
 }
 
 /// The shape of a new Qwen2-VL-architecture model (ignored when fine-tuning).
@@ -114,6 +123,11 @@ pub struct Optim {
     pub vision_lr_scale: f64,
     /// How the answers' cross-entropy is averaged over a batch.
     pub loss_weighting: LossWeighting,
+    /// With `k` > 0, a throwaway head on the language model's stream after its first `k`
+    /// layers learns where each image token lies (see `train::position`), weighted
+    /// `position_weight` against the answers; 0: none.
+    pub position_layer: usize,
+    pub position_weight: f64,
 }
 
 /// Whether every answer token or every answer weighs the same in the loss.
@@ -185,6 +199,8 @@ impl Default for Optim {
             checkpoint_every: 200,
             vision_lr_scale: 1.0,
             loss_weighting: LossWeighting::Token,
+            position_layer: 0,
+            position_weight: 1.0,
         }
     }
 }
@@ -201,6 +217,9 @@ impl Default for Dense {
             covered: false,
             relations: false,
             counts: false,
+            relations_none: true,
+            inventory: false,
+            videos: 0,
         }
     }
 }
@@ -339,6 +358,17 @@ mod tests {
         assert_eq!(config.optim.loss_weighting, LossWeighting::Answer);
         let e = parse("[optim]\nloss_weighting = \"example\"").unwrap_err();
         assert!(e.contains("example") && e.contains("answer"), "{e}");
+    }
+
+    #[test]
+    fn dense_label_switches_parse_with_the_first_runs_defaults_and_a_misspelt_one_is_named() {
+        let parse = |text: &str| toml::from_str::<TrainConfig>(text).map_err(|e| e.to_string());
+        let d = parse("").unwrap().dense;
+        assert_eq!((d.relations_none, d.inventory, d.videos), (true, false, 0));
+        let d = parse("[dense]\nrelations_none = false\ninventory = true\nvideos = 2").unwrap().dense;
+        assert_eq!((d.relations_none, d.inventory, d.videos), (false, true, 2));
+        let e = parse("[dense]\nvideo = 2").unwrap_err();
+        assert!(e.contains("video") && e.contains("videos"), "{e}");
     }
 
     #[test]

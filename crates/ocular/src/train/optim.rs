@@ -89,9 +89,14 @@ impl AdamW {
         candle_core::safetensors::save(&tensors, path)
     }
 
-    pub fn load(&mut self, path: &Path) -> Result<()> {
+    /// Restores what [`Self::save`] wrote. Variables for which `fresh` holds may be missing
+    /// (a head added since): their moments stay zero.
+    pub fn load(&mut self, path: &Path, fresh: &dyn Fn(&str) -> bool) -> Result<()> {
         let saved = candle_core::safetensors::load(path, m_device(&self.params))?;
         for (name, _, m, v) in self.params.iter_mut() {
+            if fresh(name) && !saved.contains_key(&format!("m.{name}")) {
+                continue;
+            }
             let get = |k: String| {
                 saved.get(&k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("{}: no {k}", path.display())))
             };
@@ -143,7 +148,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("ocular-adamw-{}.safetensors", std::process::id()));
         opt.save(&path).unwrap();
         let mut again = AdamW::new(vec![("x".into(), x.clone())]).unwrap();
-        again.load(&path).unwrap();
+        again.load(&path, &|_| false).unwrap();
         assert_eq!(again.step, 300);
         let _ = std::fs::remove_file(path);
     }

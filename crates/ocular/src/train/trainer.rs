@@ -11,21 +11,25 @@ use candle_nn::{VarBuilder, VarMap};
 use super::batch::{sample, Sample};
 use super::config::{LossWeighting, TrainConfig};
 pub use super::dense::DenseParts;
-use super::dense::{self, DenseHead};
+use super::dense::{self, DenseHead, DenseItem};
 use super::folder;
 use super::optim::{learning_rate, AdamW};
 use super::parallel::{self, Part};
-use super::scenes::{Generator, Scene};
+use super::position::PositionHead;
+use super::scenes::Generator;
 use crate::error::{Error, Result};
 use crate::load::{ModelDir, WeightIndex};
 use crate::models::qwen2_vl::config::Qwen2VlConfig;
 use crate::models::qwen2_vl::processor::Qwen2VlProcessor;
 use crate::models::qwen2_vl::{Layout, Qwen2Vl};
+use crate::models::MediaKind;
 use crate::prompt::{ChatTemplate, TextTokenizer};
 use crate::rng::splitmix64;
 
 /// The dense head's variables in a checkpoint (the finished model folder leaves them out).
 const DENSE_HEAD_FILE: &str = "dense_head.safetensors";
+/// Likewise the position head's.
+const POSITION_HEAD_FILE: &str = "position_head.safetensors";
 
 /// What the loop reports after each step.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct Progress {
     /// The dense vision loss's colour and shape parts (see `train::dense`) on steps that
     /// compute it.
     pub dense: Option<DenseParts>,
+    /// The position head's loss (see `train::position`) on question steps, when it has one.
+    pub position: Option<f32>,
     pub tokens_per_sec: f64,
     pub eta_secs: f64,
     /// Mean loss on held-out examples, on the steps that measure it.
@@ -99,6 +105,8 @@ pub struct Trainer {
     optimizer: AdamW,
     /// The dense head and its variables, which the saved model leaves out.
     dense: Option<(DenseHead, VarMap)>,
+    /// The position head and its variables, likewise left out.
+    position: Option<(PositionHead, VarMap)>,
     /// Every trained tensor, whose gradients a step sums over its items.
     vars: Vec<Tensor>,
     /// Threads that share a step's items; `None`: one item after another.
@@ -106,10 +114,10 @@ pub struct Trainer {
     out: PathBuf,
 }
 
-/// What a step learns from: a packed sample of questions, or a scene for the dense head.
+/// What a step learns from: a packed sample of questions, or a scene or clip for the dense head.
 enum Item<'a> {
     Sample(&'a Sample),
-    Scene(&'a Scene),
+    Dense(&'a DenseItem),
 }
 
 impl Trainer {
@@ -151,13 +159,7 @@ impl Trainer {
         let dense = if config.dense.enabled() {
             let head_vars = VarMap::new();
             let vb = VarBuilder::from_varmap(&head_vars, DType::F32, &Device::Cpu);
-            let head = DenseHead::new(
-                vb,
-                model.config().text.hidden_size,
-                config.dense.labels(),
-                config.dense.relations,
-                config.dense.counts,
-            )?;
+            let head = DenseHead::new(vb, model.config().text.hidden_size, &config.dense)?;
             if resuming {
                 load_into(&head_vars, &[checkpoint.join(DENSE_HEAD_FILE)])?;
             } else {
@@ -167,8 +169,31 @@ impl Trainer {
         } else {
             None
         };
+        let position = match config.optim.position_layer {
+            0 => None,
+            layer if layer > model.config().text.num_hidden_layers => {
+                return Err(Error::Invalid(format!(
+                    "optim.position_layer {layer} is past the language model's {} layers",
+                    model.config().text.num_hidden_layers
+                )))
+            }
+            layer => {
+                let head_vars = VarMap::new();
+                let vb = VarBuilder::from_varmap(&head_vars, DType::F32, &Device::Cpu);
+                let head = PositionHead::new(vb, model.config().text.hidden_size, layer)?;
+                // It trains on question steps only, so a warm-up checkpoint may lack it (checked
+                // against the checkpoint's step below).
+                if resuming && checkpoint.join(POSITION_HEAD_FILE).is_file() {
+                    load_into(&head_vars, &[checkpoint.join(POSITION_HEAD_FILE)])?;
+                } else {
+                    init_weights(&head_vars, config.seed)?;
+                }
+                Some((head, head_vars))
+            }
+        };
         let mut vars: Vec<(String, Var)> = std::iter::once(&varmap)
             .chain(dense.as_ref().map(|(_, v)| v))
+            .chain(position.as_ref().map(|(_, v)| v))
             .flat_map(|m| {
                 m.data().lock().expect("var map lock").iter().map(|(n, v)| (n.clone(), v.clone())).collect::<Vec<_>>()
             })
@@ -177,9 +202,22 @@ impl Trainer {
         let tensors = vars.iter().map(|(_, v)| v.as_tensor().clone()).collect();
         let mut optimizer = AdamW::new(vars)?;
         if resuming {
-            optimizer.load(&checkpoint.join("optimizer.safetensors"))?;
+            let fresh_position = position.is_some() && !checkpoint.join(POSITION_HEAD_FILE).is_file();
+            optimizer.load(&checkpoint.join("optimizer.safetensors"), &|name| {
+                fresh_position && name.starts_with("position_head")
+            })?;
+            if fresh_position && optimizer.step > config.dense.warmup_steps {
+                return Err(Error::model_file(
+                    &checkpoint.join(POSITION_HEAD_FILE),
+                    format!(
+                        "missing: the checkpoint is past its question step {} without the position head \
+                         (a head added after the dense warm-up can only start with the questions)",
+                        optimizer.step - config.dense.warmup_steps
+                    ),
+                ));
+            }
         }
-        Ok(Self { config, model, varmap, template, optimizer, dense, vars: tensors, pool: None, out })
+        Ok(Self { config, model, varmap, template, optimizer, dense, position, vars: tensors, pool: None, out })
     }
 
     /// Shares each step's items (packed samples, scenes) among `threads` threads, each item
@@ -202,12 +240,40 @@ impl Trainer {
     /// One sample's answer loss as a sum, weighted as `weighting` says, over its answer tokens
     /// (per token) or its answers (each answer's tokens averaged first).
     fn sample_part(&self, s: &Sample, weighting: LossWeighting) -> Result<Part> {
+        Ok(self.sample_parts(s, weighting, false)?.0)
+    }
+
+    /// [`Self::sample_part`], and with `positions` and a position head, its loss on the
+    /// sample's image tokens.
+    fn sample_parts(&self, s: &Sample, weighting: LossWeighting, positions: bool) -> Result<(Part, Option<Part>)> {
         let train_vision = self.config.optim.vision_lr_scale > 0.0;
-        let logits = self.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision)?;
+        let head = self.position.as_ref().filter(|_| positions).map(|(h, _)| h);
+        let (logits, tapped) = self.model.logits_packed_tapped(
+            &s.prepared,
+            &s.positions,
+            &s.mask,
+            &s.rows,
+            train_vision,
+            head.map(PositionHead::layer),
+        )?;
+        let position = match (head, tapped) {
+            (Some(head), Some(tapped)) => {
+                let merge = self.model.config().vision.merge_size;
+                let grids: Vec<[usize; 2]> = s
+                    .prepared
+                    .media
+                    .iter()
+                    .filter(|m| m.kind == MediaKind::Image)
+                    .map(|m| [m.grid_thw[1] / merge, m.grid_thw[2] / merge])
+                    .collect();
+                head.part(&tapped, &s.prepared.ids, self.model.config().image_token_id, &grids)?
+            }
+            _ => None,
+        };
         let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
         let nll =
             candle_nn::ops::log_softmax(&logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
-        Ok(match weighting {
+        let answers = match weighting {
             LossWeighting::Token => Part { sum: nll.sum_all()?, count: s.targets.len() as f64 },
             LossWeighting::Answer => {
                 let per_token: Vec<f32> =
@@ -215,7 +281,8 @@ impl Trainer {
                 let sum = (nll * Tensor::new(per_token, logits.device())?)?.sum_all()?;
                 Part { sum, count: s.answers.len() as f64 }
             }
-        })
+        };
+        Ok((answers, position))
     }
 
     /// The answers' summed cross-entropy over `samples`, weighted as `weighting` says, and the
@@ -254,30 +321,41 @@ impl Trainer {
         Ok((sum / n.max(1.0)) as f32)
     }
 
-    /// The scenes the dense head learns from on step `step` (none without a dense head).
-    fn dense_scenes(&self, step: usize) -> Vec<Scene> {
+    /// The scenes and clips the dense head learns from on step `step` (none without a dense
+    /// head).
+    fn dense_items(&self, step: usize) -> Vec<DenseItem> {
         if self.dense.is_none() {
             return vec![];
         }
         let d = &self.config.dense;
         let n = if step < d.warmup_steps { d.warmup_batch_size } else { d.batch_size };
-        dense::scenes(self.config.seed, step as u64, &self.config.data, n)
+        dense::items(self.config.seed, step as u64, &self.config.data, n, d.videos)
     }
 
-    /// One item's loss parts: the answers' first, then the dense head's.
+    /// One item's loss parts: the answers' first, then the dense head's, then (with a position
+    /// head) the position head's.
     fn item_parts(&self, item: &Item, weighting: LossWeighting) -> Result<Vec<Option<Part>>> {
         let dense_parts = self.dense.as_ref().map_or(0, |(h, _)| h.part_count());
-        Ok(match item {
+        let mut parts = match item {
             Item::Sample(s) => {
-                let mut parts = vec![Some(self.sample_part(s, weighting)?)];
+                let (answers, position) = self.sample_parts(s, weighting, true)?;
+                let mut parts = vec![Some(answers)];
                 parts.extend((0..dense_parts).map(|_| None));
+                parts.push(position);
                 parts
             }
-            Item::Scene(scene) => {
-                let (head, _) = self.dense.as_ref().expect("scenes are drawn for a dense head only");
-                std::iter::once(None).chain(head.parts(&self.model, scene)?).collect()
+            Item::Dense(dense) => {
+                let (head, _) = self.dense.as_ref().expect("dense items are drawn for a dense head only");
+                let mut parts: Vec<Option<Part>> =
+                    std::iter::once(None).chain(head.parts(&self.model, dense)?).collect();
+                parts.push(None);
+                parts
             }
-        })
+        };
+        if self.position.is_none() {
+            parts.pop();
+        }
+        Ok(parts)
     }
 
     /// Trains `dense.warmup_steps` vision-only steps, then `optim.steps` question steps,
@@ -304,15 +382,20 @@ impl Trainer {
             };
             tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
             // Question steps learn from the dense head too only when it weighs something.
-            let scenes = if warm || d.weight > 0.0 { self.dense_scenes(step) } else { vec![] };
-            let items: Vec<Item> = samples.iter().map(Item::Sample).chain(scenes.iter().map(Item::Scene)).collect();
+            let dense_items = if warm || d.weight > 0.0 { self.dense_items(step) } else { vec![] };
+            let items: Vec<Item> =
+                samples.iter().map(Item::Sample).chain(dense_items.iter().map(Item::Dense)).collect();
             let dense_parts = self.dense.as_ref().map_or(0, |(h, _)| h.part_count());
             let dense_weight = if warm { 1.0 } else { d.weight };
-            let weights: Vec<f64> = std::iter::once(1.0).chain((0..dense_parts).map(|_| dense_weight)).collect();
+            let weights: Vec<f64> = std::iter::once(1.0)
+                .chain((0..dense_parts).map(|_| dense_weight))
+                .chain(self.position.as_ref().map(|_| o.position_weight))
+                .collect();
             let mut computed = parallel::step(self.pool.as_ref(), &items, &weights, &self.vars, |item| {
                 self.item_parts(item, o.loss_weighting)
             })?;
-            let dense = (!scenes.is_empty()).then(|| DenseParts::from_means(&computed.means[1..]));
+            let dense = (!dense_items.is_empty()).then(|| DenseParts::from_means(&computed.means[1..=dense_parts]));
+            let position = self.position.as_ref().and_then(|_| computed.means.last().copied().flatten());
             // What the step reports: the dense loss in the warm-up, the answers' after.
             let (loss, lr) = if warm {
                 // A short linear ramp, then constant: the warm-up is a stage of its own.
@@ -352,6 +435,7 @@ impl Trainer {
                 lr,
                 grad_norm,
                 dense,
+                position,
                 tokens_per_sec: tokens as f64 / question_secs.max(1e-9),
                 eta_secs: (total - done) as f64 / rate.max(1e-9),
                 eval_loss,
@@ -370,6 +454,9 @@ impl Trainer {
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
         if let Some((_, head_vars)) = &self.dense {
             head_vars.save(dir.join(DENSE_HEAD_FILE))?;
+        }
+        if let Some((_, head_vars)) = &self.position {
+            head_vars.save(dir.join(POSITION_HEAD_FILE))?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Tests of the training loop (a child module of `trainer`, kept in its own file).
 use super::*;
 
-fn tiny(out: &Path, steps: usize) -> TrainConfig {
+pub(super) fn tiny(out: &Path, steps: usize) -> TrainConfig {
     let mut c = TrainConfig { out: out.to_path_buf(), seed: 3, ..Default::default() };
     c.model = super::super::config::ModelShape {
         vocab_size: 400,
@@ -221,7 +221,7 @@ fn gradients_match_transformers() {
 
 /// A new tiny model's trainer in a fresh folder (removed by the caller).
 /// An empty temporary folder of this test's own (tests run in parallel in one process).
-fn scratch(name: &str) -> PathBuf {
+pub(super) fn scratch(name: &str) -> PathBuf {
     let out = std::env::temp_dir().join(format!("ocular-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     out
@@ -251,106 +251,6 @@ fn loss_falls_runs_resume_and_the_folder_loads() {
     // The folder is a normal model folder.
     let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
     assert_eq!(pipeline.model.info().family, "qwen2_vl");
-    let _ = std::fs::remove_dir_all(&out);
-}
-
-#[test]
-fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_model() {
-    let out = scratch("train-dense");
-    let mut config = tiny(&out, 2);
-    config.dense = super::super::config::Dense {
-        warmup_steps: 8,
-        warmup_batch_size: 4,
-        batch_size: 2,
-        lr: 3e-3,
-        weight: 0.5,
-        ..Default::default()
-    };
-    let mut trainer = Trainer::new(config.clone(), false).unwrap();
-    let mut seen = vec![];
-    trainer.run(&mut |p| seen.push((p.step, p.steps, p.loss, p.dense.map(|d| d.colour + d.shape)))).unwrap();
-    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
-    assert!(seen.iter().all(|s| s.1 == 10 && s.3.is_some()), "{seen:?}");
-    // Warm-up steps report the dense loss itself, and it falls; question steps report answers.
-    let reports_dense = |s: &(usize, usize, f32, Option<f32>)| (s.2 - s.3.unwrap()).abs() < 1e-5;
-    assert!(seen[..8].iter().all(reports_dense), "{seen:?}");
-    assert!(seen[7].2 < seen[0].2, "dense loss {} -> {}", seen[0].2, seen[7].2);
-    assert!(!seen[8..].iter().any(reports_dense), "{seen:?}");
-
-    // The model folder holds the model's tensors only; the checkpoint keeps the head.
-    let saved = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
-    assert!(saved.keys().all(|k| !k.starts_with("dense_head")), "{:?}", saved.keys());
-    assert!(out.join("checkpoint").join(DENSE_HEAD_FILE).is_file());
-    let mut more = config;
-    more.optim.steps = 3;
-    let mut resumed = Trainer::new(more, true).unwrap();
-    assert_eq!(resumed.step(), 10);
-    let mut steps = vec![];
-    resumed.run(&mut |p| steps.push(p.step)).unwrap();
-    assert_eq!(steps, vec![11]);
-    let _ = std::fs::remove_dir_all(&out);
-}
-
-/// Centre labels add the "no centre" and size parts to the dense loss, which all fall; the
-/// plain labels report neither; covered labels report size, and relation and count labels theirs.
-#[test]
-fn centre_and_covered_labels_add_their_parts_and_they_fall() {
-    let out = scratch("train-dense-centres");
-    let mut config = tiny(&out, 1);
-    // 4 x 4 merged tokens, so that every image has tokens without a centre.
-    config.model.max_pixels = 112 * 112;
-    config.model.min_pixels = 112 * 112;
-    config.dense = super::super::config::Dense {
-        warmup_steps: 12,
-        warmup_batch_size: 4,
-        batch_size: 2,
-        lr: 3e-3,
-        weight: 0.0,
-        centres: true,
-        ..Default::default()
-    };
-    let mut seen = vec![];
-    Trainer::new(config.clone(), false).unwrap().run(&mut |p| seen.extend(p.dense)).unwrap();
-    assert_eq!(seen.len(), 12, "{seen:?}");
-    let sum = |d: &DenseParts| d.colour + d.shape + d.elsewhere.unwrap() + d.size.unwrap();
-    let (first, last) = (sum(&seen[0]), sum(&seen[11]));
-    assert!(last < first, "dense loss {first} -> {last}");
-    // "no centre" starts near chance among the 6 shape classes, size among 2.
-    assert!((seen[0].elsewhere.unwrap() - 6f32.ln()).abs() < 0.5, "{:?}", seen[0]);
-    assert!((seen[0].size.unwrap() - 2f32.ln()).abs() < 0.3, "{:?}", seen[0]);
-    config.dense.centres = false;
-    let _ = std::fs::remove_dir_all(&out);
-    let mut plain = vec![];
-    Trainer::new(config.clone(), false).unwrap().run(&mut |p| plain.extend(p.dense)).unwrap();
-    assert!(plain.iter().all(|d| d.elsewhere.is_none() && d.size.is_none()), "{plain:?}");
-    let _ = std::fs::remove_dir_all(&out);
-    assert!(plain.iter().all(|d| d.relation.is_none() && d.count.is_none()), "{plain:?}");
-    // Covered labels report size (where shape is labelled) but no "no centre" part; relation
-    // labels add theirs, starting near chance (8 colour classes, 6 shape classes).
-    config.dense.covered = true;
-    config.dense.relations = true;
-    config.dense.counts = true;
-    let mut covered = vec![];
-    Trainer::new(config, false).unwrap().run(&mut |p| covered.extend(p.dense)).unwrap();
-    assert!(covered.iter().all(|d| d.elsewhere.is_none() && d.size.is_some()), "{covered:?}");
-    let chance = (8f32.ln() + 6f32.ln()) / 2.0;
-    assert!((covered[0].relation.unwrap() - chance).abs() < 0.5, "{:?}", covered[0]);
-    // Counts start near chance among 9 classes.
-    assert!((covered[0].count.unwrap() - 9f32.ln()).abs() < 0.5, "{:?}", covered[0]);
-    let sum = |d: &DenseParts| d.colour + d.shape + d.size.unwrap() + d.relation.unwrap() + d.count.unwrap();
-    assert!(sum(&covered[11]) < sum(&covered[0]), "{:?} -> {:?}", covered[0], covered[11]);
-    let _ = std::fs::remove_dir_all(&out);
-}
-
-#[test]
-fn resuming_with_a_dense_stage_the_checkpoint_lacks_names_the_missing_file() {
-    let out = scratch("train-dense-missing");
-    let mut config = tiny(&out, 1);
-    Trainer::new(config.clone(), false).unwrap().run(&mut |_| {}).unwrap();
-    config.optim.steps = 2;
-    config.dense.weight = 0.5;
-    let e = Trainer::new(config, true).err().expect("the checkpoint has no dense head").to_string();
-    assert!(e.contains(DENSE_HEAD_FILE) && !e.contains('\n'), "{e}");
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -432,3 +332,6 @@ fn threads_do_not_change_what_is_learned() {
         assert!(a == b, "{} differs with two threads", a.0);
     }
 }
+
+#[path = "trainer_heads_tests.rs"]
+mod heads;

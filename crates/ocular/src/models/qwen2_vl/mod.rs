@@ -143,11 +143,26 @@ impl Qwen2Vl {
         rows: &[u32],
         train_vision: bool,
     ) -> Result<Tensor> {
+        Ok(self.logits_packed_tapped(input, positions, mask, rows, train_vision, None)?.0)
+    }
+
+    /// [`Self::logits_packed`], and with `tap = Some(k)` every position's hidden state after
+    /// the language model's first `k` layers (seq, hidden), for an auxiliary loss.
+    pub fn logits_packed_tapped(
+        &self,
+        input: &Prepared,
+        positions: &[[i64; 3]],
+        mask: &Tensor,
+        rows: &[u32],
+        train_vision: bool,
+        tap: Option<usize>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let embeds = self.embed_tokens_and_media(input, train_vision)?;
         let rotation = self.rotation(positions)?;
-        let hidden = self.language_model.hidden_states_masked(&embeds, &rotation, mask)?.squeeze(0)?;
-        let rows = hidden.index_select(&Tensor::new(rows, &self.device)?, 0)?;
-        Ok(self.language_model.logits(&rows)?)
+        let (hidden, tapped) = self.language_model.hidden_states_masked(&embeds, &rotation, mask, tap)?;
+        let rows = hidden.squeeze(0)?.index_select(&Tensor::new(rows, &self.device)?, 0)?;
+        let tapped = tapped.map(|t| t.squeeze(0)).transpose()?;
+        Ok((self.language_model.logits(&rows)?, tapped))
     }
 
     /// The prompt's embeddings with the media spliced in, its M-RoPE rotation after what
@@ -210,6 +225,18 @@ impl Qwen2Vl {
         let merge = self.config.vision.merge_size;
         let grids = inputs.iter().map(|m| [m.grid_thw[1] / merge, m.grid_thw[2] / merge]).collect();
         Ok((self.encode(&inputs.iter().collect::<Vec<_>>())?, grids))
+    }
+
+    /// One video's frames through the vision tower and merger, as the prompt would carry them
+    /// (tokens, hidden), and its merged grid `[t, h, w]`: each time step covers
+    /// `temporal_patch_size` frames, its tokens row-major, one time step after another.
+    pub fn video_tokens(&self, frames: &[::image::RgbImage]) -> Result<(Tensor, [usize; 3])> {
+        let seconds_per_grid = self.processor.video.seconds_per_grid_t(crate::image::FOLDER_FPS) as f32;
+        let video =
+            self.media_input(self.processor.video.preprocess_video(frames)?, MediaKind::Video { seconds_per_grid })?;
+        let [t, h, w] = video.grid_thw;
+        let merge = self.config.vision.merge_size;
+        Ok((self.encode(&[&video])?, [t, h / merge, w / merge]))
     }
 
     /// All media of one kind through the vision tower and merger: (tokens, hidden).

@@ -1,8 +1,9 @@
 //! What each merged vision token of a scene should say, read off the scene's layout: the
-//! colour of the object covering it, where each object's centre lies, and (for relation labels)
-//! which object stands in each relation to the token's object.
+//! colour of the object covering it, where each object's centre lies, (for relation labels)
+//! which object stands in each relation to the token's object, (for inventory labels) what the
+//! whole image holds, and (for a video's tokens) which way the object under them moves.
 
-use crate::train::scenes::{relation_answer, Colour, Relation, Scene, Shape, Size};
+use crate::train::scenes::{relation_answer, Colour, Direction, Relation, Scene, Shape, Size};
 
 /// The colour class of a token that no object covers; also "no such object" in relation labels.
 pub const BACKGROUND: u32 = Colour::ALL.len() as u32;
@@ -113,6 +114,64 @@ pub fn count_classes(scene: &Scene, object: usize) -> [u32; 3] {
     ]
 }
 
+/// Inventory groups: the count of each shape, then of each colour (each [`COUNT_CLASSES`]
+/// ways), then whether each colour-shape pair is present (two ways), colour-major.
+pub const INVENTORY_COUNTS: usize = Shape::ALL.len() + Colour::ALL.len();
+pub const INVENTORY_PAIRS: usize = Shape::ALL.len() * Colour::ALL.len();
+
+/// What `scene` holds, as [`INVENTORY_COUNTS`] count classes and [`INVENTORY_PAIRS`] presence
+/// classes (1: present): what count and existence questions ask, the same at every token.
+pub fn inventory_classes(scene: &Scene) -> (Vec<u32>, Vec<u32>) {
+    let count = |n: usize| n.min(COUNT_CLASSES - 1) as u32;
+    let objects = &scene.objects;
+    let counts = Shape::ALL
+        .iter()
+        .map(|&s| count(objects.iter().filter(|o| o.shape == s).count()))
+        .chain(Colour::ALL.iter().map(|&c| count(objects.iter().filter(|o| o.colour == c).count())))
+        .collect();
+    let pairs = Colour::ALL
+        .iter()
+        .flat_map(|&c| Shape::ALL.iter().map(move |&s| (c, s)))
+        .map(|(c, s)| u32::from(objects.iter().any(|o| o.colour == c && o.shape == s)))
+        .collect();
+    (counts, pairs)
+}
+
+/// The motion class of a still object; directions are their place in [`Direction::ALL`].
+pub const STILL: u32 = Direction::ALL.len() as u32;
+
+/// Labels for one time step of a video whose merged tokens hold frames `a` and `b` (the
+/// mover is each frame's first object): per token the colour class of either frame's object
+/// (frame `a`'s first), and `(token, motion class)` wherever an object covers a token or holds
+/// its centre in either frame: the mover's `direction`, or [`STILL`] for the others.
+pub fn motion_labels(a: &Scene, b: &Scene, grid: [usize; 2], direction: Direction) -> (Vec<u32>, Vec<(u32, u32)>) {
+    let (la, lb) = (token_labels(a, grid), token_labels(b, grid));
+    let (ca, cb) = (colours_with_centres(&la), colours_with_centres(&lb));
+    let colours = ca.iter().zip(&cb).map(|(&x, &y)| if x == BACKGROUND { y } else { x }).collect();
+    let moving = Direction::ALL.iter().position(|&d| d == direction).expect("every direction is listed") as u32;
+    let mut motion: Vec<(u32, u32)> = Vec::new();
+    for (token, object) in object_tokens(&la, true).into_iter().chain(object_tokens(&lb, true)) {
+        let class = if object == 0 { moving } else { STILL };
+        match motion.iter_mut().find(|(t, _)| *t == token) {
+            // The mover wins a token it shares with a distractor in the other frame.
+            Some(seen) => seen.1 = seen.1.min(class),
+            None => motion.push((token, class)),
+        }
+    }
+    motion.sort_unstable();
+    (colours, motion)
+}
+
+/// Each token's colour class, a centre token taking its object's colour even when the object
+/// covers little of it.
+pub fn colours_with_centres(labels: &TokenLabels) -> Vec<u32> {
+    let mut colours = labels.colours.clone();
+    for centre in &labels.centres {
+        colours[centre.token] = centre.colour;
+    }
+    colours
+}
+
 pub fn size_class(size: Size) -> u32 {
     Size::ALL.iter().position(|&z| z == size).expect("every size is listed") as u32
 }
@@ -193,6 +252,52 @@ mod tests {
         assert_eq!(count_classes(&scene, 1), [3, 1, 2]);
         assert_eq!(count_classes(&scene, 2), [3, 2, 1]);
         assert_eq!(count_classes(&canvas(vec![]), 0), [0, 0, 0]);
+    }
+
+    #[test]
+    fn inventory_labels_count_every_shape_and_colour_and_mark_the_pairs_present() {
+        let scene = canvas(vec![
+            object(Shape::Square, Colour::Red, [12.0, 28.0], 8.0),
+            object(Shape::Circle, Colour::Red, [56.0, 28.0], 8.0),
+            object(Shape::Square, Colour::Green, [100.0, 28.0], 8.0),
+        ]);
+        let (counts, pairs) = inventory_classes(&scene);
+        let shapes: Vec<u32> = Shape::ALL
+            .iter()
+            .map(|&s| [(Shape::Square, 2), (Shape::Circle, 1)].iter().find(|p| p.0 == s).map_or(0, |p| p.1))
+            .collect();
+        let colours: Vec<u32> = Colour::ALL
+            .iter()
+            .map(|&c| [(Colour::Red, 2), (Colour::Green, 1)].iter().find(|p| p.0 == c).map_or(0, |p| p.1))
+            .collect();
+        assert_eq!(counts, [shapes, colours].concat());
+        let present =
+            |c: Colour, s: Shape| pairs[colour_class(c) as usize * Shape::ALL.len() + shape_class(s) as usize];
+        assert_eq!(pairs.len(), INVENTORY_PAIRS);
+        assert_eq!(pairs.iter().sum::<u32>(), 3);
+        assert_eq!((present(Colour::Red, Shape::Square), present(Colour::Red, Shape::Circle)), (1, 1));
+        assert_eq!((present(Colour::Green, Shape::Square), present(Colour::Green, Shape::Circle)), (1, 0));
+        assert_eq!(inventory_classes(&canvas(vec![])).1, vec![0; INVENTORY_PAIRS]);
+    }
+
+    #[test]
+    fn motion_labels_mark_the_mover_s_tokens_in_both_frames_and_the_rest_still() {
+        // The red square moves right from the first cell to the second; the blue circle stays.
+        let frame = |x: f32, y: f32| {
+            canvas(vec![
+                object(Shape::Square, Colour::Red, [x, y], 12.0),
+                object(Shape::Circle, Colour::Blue, [98.0, 42.0], 12.0),
+            ])
+        };
+        let (colours, motion) = motion_labels(&frame(14.0, 14.0), &frame(42.0, 14.0), [2, 4], Direction::Right);
+        let (red, blue) = (colour_class(Colour::Red), colour_class(Colour::Blue));
+        assert_eq!(&colours[..2], &[red, red]);
+        assert_eq!(colours[7], blue);
+        let right = Direction::ALL.iter().position(|&d| d == Direction::Right).unwrap() as u32;
+        assert_eq!(motion, vec![(0, right), (1, right), (7, STILL)]);
+        // The mover wins a token the circle covers in the other frame.
+        let (_, crossed) = motion_labels(&frame(14.0, 14.0), &frame(98.0, 42.0), [2, 4], Direction::Right);
+        assert_eq!(crossed, vec![(0, right), (7, right)]);
     }
 
     #[test]

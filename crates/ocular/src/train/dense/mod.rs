@@ -20,27 +20,56 @@
 //! each relation a question can ask (left of, right of, above, below, nearest, farthest), the
 //! colour and shape of the object standing in it, or "none". The vision tower sees the whole
 //! image at once and in two dimensions, where comparing positions is local work; the language
-//! model then only has to find the anchor object and read its answer off its tokens.
+//! model then only has to find the anchor object and read its answer off its tokens. Questions
+//! are asked only where an object clearly stands in the relation; with `relations_none = false`
+//! only those rows are labelled, so the head does not spend itself on "none".
+//!
+//! With `[dense] inventory`, every token learns what the whole image holds: how many objects
+//! of each shape and each colour, and whether each colour-shape pair is present. Count and
+//! existence questions then read one token's answer instead of finding and tallying objects.
+//!
+//! With `[dense] videos`, each step also holds that many moving-object clips (the video task's
+//! own). Qwen2-VL's vision tower sees a video two frames at a time (one temporal patch, each
+//! attending only to itself), so each time step's tokens learn their colour and, wherever an
+//! object covers them in either frame, its direction of motion or "still".
 
-use candle_core::{Device, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 
 mod labels;
 
 use labels::{
-    count_classes, object_tokens, relation_classes, shape_class, size_class, COLOUR_CLASSES, COUNT_CLASSES, NO_CENTRE,
+    colours_with_centres, count_classes, inventory_classes, motion_labels, object_tokens, relation_classes,
+    shape_class, size_class, BACKGROUND, COLOUR_CLASSES, COUNT_CLASSES, INVENTORY_COUNTS, INVENTORY_PAIRS, NO_CENTRE,
 };
 pub use labels::{token_labels, Centre, TokenLabels};
 
+use super::config::Dense;
+use super::loss::{add_parts, summed_ce};
 use super::parallel::Part;
-use super::scenes::{scene, Relation, Rng, Scene, SceneConfig, Shape, Size};
+use super::scenes::{moving_clip, scene, Direction, Relation, Rng, Scene, SceneConfig, Shape, Size};
 use crate::error::Result;
 use crate::models::qwen2_vl::Qwen2Vl;
 
-/// `n` scenes for dense step `step`, drawn from their own stream so any step can be redone.
-pub fn scenes(seed: u64, step: u64, config: &SceneConfig, n: usize) -> Vec<Scene> {
-    let mut rng = Rng::seed_from_u64(seed ^ 0xD3E5_E000_0000_0000 ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D));
-    (0..n).map(|_| scene(&mut rng, config)).collect()
+/// What one dense item shows the vision tower.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DenseItem {
+    Image(Scene),
+    /// A moving-object clip's frames (the mover first in each) and its direction.
+    Video(Vec<Scene>, Direction),
+}
+
+/// `images` scenes and `videos` clips for dense step `step`, each drawn from its own stream so
+/// any step can be redone (and the scenes do not depend on the clips).
+pub fn items(seed: u64, step: u64, config: &SceneConfig, images: usize, videos: usize) -> Vec<DenseItem> {
+    let mix = step.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    let mut rng = Rng::seed_from_u64(seed ^ 0xD3E5_E000_0000_0000 ^ mix);
+    let mut out: Vec<DenseItem> = (0..images).map(|_| DenseItem::Image(scene(&mut rng, config))).collect();
+    let mut rng = Rng::seed_from_u64(seed ^ 0x71DE_0000_0000_0000 ^ mix);
+    out.extend((0..videos).map(|_| {
+        let (frames, direction) = moving_clip(&mut rng, config);
+        DenseItem::Video(frames, direction)
+    }));
+    out
 }
 
 /// What the dense head labels besides every token's colour (see the module's comment).
@@ -69,41 +98,61 @@ pub struct DenseParts {
     /// With count labels: the objects in the image, and those of the token's object's shape
     /// and of its colour.
     pub count: Option<f32>,
+    /// With inventory labels: each shape's and colour's count and each pair's presence.
+    pub inventory: Option<f32>,
+    /// With videos: the motion of the object under a video token.
+    pub motion: Option<f32>,
 }
+
+/// The parts [`DenseHead::parts`] gives, in order.
+const PARTS: usize = 8;
+const COLOUR: usize = 0;
+const SHAPE: usize = 1;
+const ELSEWHERE: usize = 2;
+const SIZE: usize = 3;
+const RELATION: usize = 4;
+const COUNT: usize = 5;
+const INVENTORY: usize = 6;
+const MOTION: usize = 7;
 
 impl DenseParts {
     /// From the means of the parts [`DenseHead::parts`] gives, in its order.
     pub fn from_means(means: &[Option<f32>]) -> Self {
         let at = |k: usize| means.get(k).copied().flatten();
         Self {
-            colour: at(0).unwrap_or(0.0),
-            shape: at(1).unwrap_or(0.0),
-            elsewhere: at(2),
-            size: at(3),
-            relation: at(4),
-            count: at(5),
+            colour: at(COLOUR).unwrap_or(0.0),
+            shape: at(SHAPE).unwrap_or(0.0),
+            elsewhere: at(ELSEWHERE),
+            size: at(SIZE),
+            relation: at(RELATION),
+            count: at(COUNT),
+            inventory: at(INVENTORY),
+            motion: at(MOTION),
         }
     }
 }
 
 /// Colour classes then shape classes, both with "none", for each relation.
 const RELATION_CLASSES: usize = COLOUR_CLASSES + Shape::ALL.len() + 1;
+/// Columns of the inventory labels: counts, then present or not per pair.
+const INVENTORY_COLUMNS: usize = INVENTORY_COUNTS * COUNT_CLASSES + INVENTORY_PAIRS * 2;
+/// A direction of [`Direction::ALL`] or still.
+const MOTION_CLASSES: usize = Direction::ALL.len() + 1;
 
-/// The throwaway head: one linear map from a merged token to colour and shape logits (and,
-/// with centre labels, a "no centre" shape class; with centre or covered labels, size logits;
-/// with relation labels, the colour and shape of each relation's object; with count labels,
-/// three counts).
+/// The throwaway head: one linear map from a merged token to the logits of every label the
+/// config asks for, in the order of [`DenseParts`]' fields.
 pub struct DenseHead {
     linear: Linear,
-    labels: DenseLabels,
-    relations: bool,
-    counts: bool,
+    config: Dense,
+    /// The first motion column: motion comes after every other label.
+    motion_first: usize,
 }
 
 impl DenseHead {
     /// Variables under `dense_head` in `vb` (kept out of the model's own weights).
-    pub fn new(vb: VarBuilder, hidden: usize, labels: DenseLabels, relations: bool, counts: bool) -> Result<Self> {
-        let extra = match labels {
+    pub fn new(vb: VarBuilder, hidden: usize, config: &Dense) -> Result<Self> {
+        let config = config.clone();
+        let extra = match config.labels() {
             DenseLabels::Centre => 0,
             DenseLabels::Centres => 1 + Size::ALL.len(),
             DenseLabels::Covered => Size::ALL.len(),
@@ -111,113 +160,129 @@ impl DenseHead {
         let classes = COLOUR_CLASSES
             + Shape::ALL.len()
             + extra
-            + if relations { Relation::ALL.len() * RELATION_CLASSES } else { 0 }
-            + if counts { 3 * COUNT_CLASSES } else { 0 };
-        Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, labels, relations, counts })
+            + if config.relations { Relation::ALL.len() * RELATION_CLASSES } else { 0 }
+            + if config.counts { 3 * COUNT_CLASSES } else { 0 }
+            + if config.inventory { INVENTORY_COLUMNS } else { 0 }
+            + if config.videos > 0 { MOTION_CLASSES } else { 0 };
+        let motion_first = classes.saturating_sub(MOTION_CLASSES);
+        Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, config, motion_first })
     }
 
-    /// How many parts [`Self::parts`] gives: colour, shape, "no centre", size, relation and
-    /// count (`None` where the labels lack them).
+    /// How many parts [`Self::parts`] gives (`None` where the labels lack them).
     pub fn part_count(&self) -> usize {
-        6
+        PARTS
     }
 
-    /// `scene` rendered and encoded as the model sees it, and its loss parts as sums (the step
-    /// takes their means over a batch): colour cross-entropy over every token, shape over the
-    /// centre tokens (with covered labels, also every covered token); with centre labels,
-    /// "no centre" over the other tokens; size, and each relation's colour and shape, where
-    /// shape is labelled; the object count at every token, and the counts of the token's
-    /// object's shape and colour where shape is labelled. A part without tokens (or that the
-    /// labels lack) is `None`.
-    pub fn parts(&self, model: &Qwen2Vl, scene: &Scene) -> Result<Vec<Option<Part>>> {
-        let (tokens, grids) = model.image_tokens(&[scene.render()])?;
-        let mut labels = token_labels(scene, grids[0]);
-        let centres = self.labels == DenseLabels::Centres;
-        if self.labels != DenseLabels::Centre {
-            for centre in &labels.centres {
-                labels.colours[centre.token] = centre.colour;
-            }
+    /// `item` encoded as the model sees it, and its loss parts as sums (the step takes their
+    /// means over a batch), in the order of [`DenseParts`]' fields. A part without tokens (or
+    /// that the labels lack) is `None`.
+    pub fn parts(&self, model: &Qwen2Vl, item: &DenseItem) -> Result<Vec<Option<Part>>> {
+        match item {
+            DenseItem::Image(scene) => self.image_parts(model, scene),
+            DenseItem::Video(frames, direction) => self.video_parts(model, frames, *direction),
         }
-        let dev: &Device = tokens.device();
+    }
+
+    /// Colour cross-entropy over every token, shape over the centre tokens (with covered
+    /// labels, also every covered token); with centre labels, "no centre" over the other
+    /// tokens; size, each relation's colour and shape, and the counts of the token's object's
+    /// shape and colour where shape is labelled; the object count and the inventory at every
+    /// token.
+    fn image_parts(&self, model: &Qwen2Vl, scene: &Scene) -> Result<Vec<Option<Part>>> {
+        let (tokens, grids) = model.image_tokens(&[scene.render()])?;
         let logits = self.linear.forward(&tokens)?;
-        let shape_classes = Shape::ALL.len() + usize::from(centres);
-        let summed_ce = |rows: &[u32], first: usize, classes: usize, targets: &[u32]| -> Result<Option<Part>> {
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let picked = logits.index_select(&Tensor::new(rows, dev)?, 0)?.narrow(1, first, classes)?;
-            let nll = candle_nn::ops::log_softmax(&picked, D::Minus1)?
-                .gather(&Tensor::new(targets, dev)?.unsqueeze(1)?, 1)?
-                .neg()?
-                .sum_all()?;
-            Ok(Some(Part { sum: nll, count: rows.len() as f64 }))
+        let labels = token_labels(scene, grids[0]);
+        let kind = self.config.labels();
+        let centres = kind == DenseLabels::Centres;
+        let colours = if kind == DenseLabels::Centre { labels.colours.clone() } else { colours_with_centres(&labels) };
+        let ce = |rows: &[u32], first: usize, groups: usize, classes: usize, targets: &[u32]| {
+            summed_ce(&logits, rows, first, groups, classes, targets)
         };
-        let all: Vec<u32> = (0..labels.colours.len() as u32).collect();
-        let centre_rows: Vec<u32> = labels.centres.iter().map(|c| c.token as u32).collect();
-        let shaped = object_tokens(&labels, self.labels == DenseLabels::Covered);
+        let all: Vec<u32> = (0..colours.len() as u32).collect();
+        let shaped = object_tokens(&labels, kind == DenseLabels::Covered);
         let rows: Vec<u32> = shaped.iter().map(|s| s.0).collect();
         let of_object = |f: &dyn Fn(usize) -> u32| -> Vec<u32> { shaped.iter().map(|&(_, k)| f(k)).collect() };
-        let shapes = of_object(&|k| shape_class(scene.objects[k].shape));
-        let mut parts = vec![
-            summed_ce(&all, 0, COLOUR_CLASSES, &labels.colours)?,
-            summed_ce(&rows, COLOUR_CLASSES, shape_classes, &shapes)?,
-            None,
-            None,
-            None,
-            None,
-        ];
+        let shape_classes = Shape::ALL.len() + usize::from(centres);
+        let mut parts: Vec<Option<Part>> = (0..PARTS).map(|_| None).collect();
+        parts[COLOUR] = ce(&all, 0, 1, COLOUR_CLASSES, &colours)?;
+        parts[SHAPE] =
+            ce(&rows, COLOUR_CLASSES, 1, shape_classes, &of_object(&|k| shape_class(scene.objects[k].shape)))?;
         if centres {
+            let centre_rows: Vec<u32> = labels.centres.iter().map(|c| c.token as u32).collect();
             let others: Vec<u32> = all.iter().copied().filter(|r| !centre_rows.contains(r)).collect();
-            parts[2] = summed_ce(&others, COLOUR_CLASSES, shape_classes, &vec![NO_CENTRE; others.len()])?;
+            parts[ELSEWHERE] = ce(&others, COLOUR_CLASSES, 1, shape_classes, &vec![NO_CENTRE; others.len()])?;
         }
         let mut first = COLOUR_CLASSES + shape_classes;
-        if self.labels != DenseLabels::Centre {
-            let sizes = of_object(&|k| size_class(scene.objects[k].size));
-            parts[3] = summed_ce(&rows, first, Size::ALL.len(), &sizes)?;
+        if kind != DenseLabels::Centre {
+            parts[SIZE] = ce(&rows, first, 1, Size::ALL.len(), &of_object(&|k| size_class(scene.objects[k].size)))?;
             first += Size::ALL.len();
         }
-        if self.relations {
+        if self.config.relations {
             let related: Vec<[(u32, u32); 6]> = (0..scene.objects.len()).map(|k| relation_classes(scene, k)).collect();
             let mut each = vec![];
             for r in 0..Relation::ALL.len() {
                 let at = first + r * RELATION_CLASSES;
-                each.push(summed_ce(&rows, at, COLOUR_CLASSES, &of_object(&|k| related[k][r].0))?);
-                each.push(summed_ce(
-                    &rows,
-                    at + COLOUR_CLASSES,
-                    Shape::ALL.len() + 1,
-                    &of_object(&|k| related[k][r].1),
-                )?);
+                // Without "none" rows, only the tokens of objects that have an object in relation r.
+                let kept: Vec<(u32, usize)> = shaped
+                    .iter()
+                    .copied()
+                    .filter(|&(_, k)| self.config.relations_none || related[k][r].0 != BACKGROUND)
+                    .collect();
+                let rows: Vec<u32> = kept.iter().map(|s| s.0).collect();
+                let colour: Vec<u32> = kept.iter().map(|&(_, k)| related[k][r].0).collect();
+                let shape: Vec<u32> = kept.iter().map(|&(_, k)| related[k][r].1).collect();
+                each.push(ce(&rows, at, 1, COLOUR_CLASSES, &colour)?);
+                each.push(ce(&rows, at + COLOUR_CLASSES, 1, Shape::ALL.len() + 1, &shape)?);
             }
-            parts[4] = add_parts(each)?;
+            parts[RELATION] = add_parts(each)?;
             first += Relation::ALL.len() * RELATION_CLASSES;
         }
-        if self.counts {
+        if self.config.counts {
             let counts: Vec<[u32; 3]> = (0..scene.objects.len()).map(|k| count_classes(scene, k)).collect();
-            let same_shape = of_object(&|k| counts[k][1]);
-            let same_colour = of_object(&|k| counts[k][2]);
             // The image's object count, the same at every token (and for every object).
             let in_image = count_classes(scene, 0)[0];
-            parts[5] = add_parts(vec![
-                summed_ce(&all, first, COUNT_CLASSES, &vec![in_image; all.len()])?,
-                summed_ce(&rows, first + COUNT_CLASSES, COUNT_CLASSES, &same_shape)?,
-                summed_ce(&rows, first + 2 * COUNT_CLASSES, COUNT_CLASSES, &same_colour)?,
+            parts[COUNT] = add_parts(vec![
+                ce(&all, first, 1, COUNT_CLASSES, &vec![in_image; all.len()])?,
+                ce(&rows, first + COUNT_CLASSES, 1, COUNT_CLASSES, &of_object(&|k| counts[k][1]))?,
+                ce(&rows, first + 2 * COUNT_CLASSES, 1, COUNT_CLASSES, &of_object(&|k| counts[k][2]))?,
+            ])?;
+            first += 3 * COUNT_CLASSES;
+        }
+        if self.config.inventory {
+            let (counts, pairs) = inventory_classes(scene);
+            let every = |classes: &[u32]| classes.repeat(all.len());
+            let pairs_first = first + INVENTORY_COUNTS * COUNT_CLASSES;
+            parts[INVENTORY] = add_parts(vec![
+                ce(&all, first, INVENTORY_COUNTS, COUNT_CLASSES, &every(&counts))?,
+                ce(&all, pairs_first, INVENTORY_PAIRS, 2, &every(&pairs))?,
             ])?;
         }
         Ok(parts)
     }
-}
 
-/// One part summing `parts` (`None` where all are).
-fn add_parts(parts: Vec<Option<Part>>) -> Result<Option<Part>> {
-    let mut total: Option<Part> = None;
-    for part in parts.into_iter().flatten() {
-        total = Some(match total {
-            Some(t) => Part { sum: (t.sum + part.sum)?, count: t.count + part.count },
-            None => part,
-        });
+    /// Colour cross-entropy over every token of every time step, and motion over the tokens
+    /// an object covers in one of the step's two frames (a step padded with a repeated last
+    /// frame shows no motion and is not labelled with it).
+    fn video_parts(&self, model: &Qwen2Vl, frames: &[Scene], direction: Direction) -> Result<Vec<Option<Part>>> {
+        let images: Vec<_> = frames.iter().map(Scene::render).collect();
+        let (tokens, [steps, h, w]) = model.video_tokens(&images)?;
+        let logits = self.linear.forward(&tokens)?;
+        let (mut colours, mut rows, mut motion) = (vec![], vec![], vec![]);
+        for t in 0..steps {
+            let (a, b) = (2 * t, (2 * t + 1).min(frames.len() - 1));
+            let (step_colours, moves) = motion_labels(&frames[a], &frames[b], [h, w], direction);
+            colours.extend(step_colours);
+            if a != b {
+                rows.extend(moves.iter().map(|&(token, _)| (t * h * w) as u32 + token));
+                motion.extend(moves.iter().map(|&(_, class)| class));
+            }
+        }
+        let all: Vec<u32> = (0..colours.len() as u32).collect();
+        let mut parts: Vec<Option<Part>> = (0..PARTS).map(|_| None).collect();
+        parts[COLOUR] = summed_ce(&logits, &all, 0, 1, COLOUR_CLASSES, &colours)?;
+        parts[MOTION] = summed_ce(&logits, &rows, self.motion_first, 1, MOTION_CLASSES, &motion)?;
+        Ok(parts)
     }
-    Ok(total)
 }
 
 #[cfg(test)]
@@ -225,9 +290,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dense_scenes_are_deterministic_per_step() {
+    fn dense_items_are_deterministic_per_step_and_clips_leave_the_scenes_alone() {
         let config = SceneConfig::default();
-        assert_eq!(scenes(1, 5, &config, 3), scenes(1, 5, &config, 3));
-        assert_ne!(scenes(1, 5, &config, 3), scenes(1, 6, &config, 3));
+        assert_eq!(items(1, 5, &config, 3, 1), items(1, 5, &config, 3, 1));
+        assert_ne!(items(1, 5, &config, 3, 0), items(1, 6, &config, 3, 0));
+        let with_clips = items(1, 5, &config, 3, 2);
+        assert_eq!(with_clips[..3], items(1, 5, &config, 3, 0)[..]);
+        assert!(matches!(&with_clips[3], DenseItem::Video(frames, _) if frames.len() >= config.min_frames));
     }
 }

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::rng::Rng;
 pub use layout::{relation_answer, scene, Object, Relation, Scene};
 pub use render::{Background, StripeDir};
-pub use tasks::{caption_text, Generator};
+pub use tasks::{caption_text, moving_clip, Generator};
 pub use vocab::{Colour, Direction, Shape, Size};
 
 /// What an example asks. Serialized names ("caption", "multi_image", ...) are the task names

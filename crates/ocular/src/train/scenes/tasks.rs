@@ -458,10 +458,18 @@ fn ask_multi_image(rng: &mut Rng, a: &Scene, b: &Scene, kind: usize, want_yes: b
     }
 }
 
-/// One object sliding in a straight line at constant speed across a fixed background, with up
-/// to three static distractors kept clear of its whole path. The mover's colour is unique, so
-/// it is named unambiguously and can be tracked by colour.
+/// A video question about a fresh [`moving_clip`].
 fn video(rng: &mut Rng, config: &SceneConfig) -> Built {
+    let (scenes, dir) = moving_clip(rng, config);
+    let question = say::direction(rng, &scenes[0].objects[0].name());
+    Built::new(Task::Video, scenes, question, dir.name().to_string())
+}
+
+/// The frames of one object sliding in a straight line at constant speed across a fixed
+/// background, and its direction. Up to three static distractors keep clear of its whole path;
+/// the mover is each frame's first object, and its colour is unique, so it is named
+/// unambiguously and can be tracked by colour.
+pub fn moving_clip(rng: &mut Rng, config: &SceneConfig) -> (Vec<Scene>, Direction) {
     let (w, h) = layout::canvas(rng, config);
     let background = random_background(rng, config.texture_prob);
     let short = w.min(h) as f32;
@@ -499,6 +507,5 @@ fn video(rng: &mut Rng, config: &SceneConfig) -> Built {
             Scene { width: w, height: h, background: background.clone(), objects }
         })
         .collect();
-    let question = say::direction(rng, &mover.name());
-    Built::new(Task::Video, scenes, question, dir.name().to_string())
+    (scenes, dir)
 }

@@ -1,0 +1,194 @@
+//! Tests of the auxiliary heads' part in the training loop: the dense head on the vision
+//! tokens (`train::dense`) and the position head on the language model's image tokens
+//! (`train::position`).
+use super::super::*;
+use super::{scratch, tiny};
+use crate::train::config::Dense;
+
+#[test]
+fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_model() {
+    let out = scratch("train-dense");
+    let mut config = tiny(&out, 2);
+    config.dense =
+        Dense { warmup_steps: 8, warmup_batch_size: 4, batch_size: 2, lr: 3e-3, weight: 0.5, ..Default::default() };
+    let mut trainer = Trainer::new(config.clone(), false).unwrap();
+    let mut seen = vec![];
+    trainer.run(&mut |p| seen.push((p.step, p.steps, p.loss, p.dense.map(|d| d.colour + d.shape)))).unwrap();
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    assert!(seen.iter().all(|s| s.1 == 10 && s.3.is_some()), "{seen:?}");
+    // Warm-up steps report the dense loss itself, and it falls; question steps report answers.
+    let reports_dense = |s: &(usize, usize, f32, Option<f32>)| (s.2 - s.3.unwrap()).abs() < 1e-5;
+    assert!(seen[..8].iter().all(reports_dense), "{seen:?}");
+    assert!(seen[7].2 < seen[0].2, "dense loss {} -> {}", seen[0].2, seen[7].2);
+    assert!(!seen[8..].iter().any(reports_dense), "{seen:?}");
+
+    // The model folder holds the model's tensors only; the checkpoint keeps the head.
+    let saved = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(saved.keys().all(|k| !k.starts_with("dense_head")), "{:?}", saved.keys());
+    assert!(out.join("checkpoint").join(DENSE_HEAD_FILE).is_file());
+    let mut more = config;
+    more.optim.steps = 3;
+    let mut resumed = Trainer::new(more, true).unwrap();
+    assert_eq!(resumed.step(), 10);
+    let mut steps = vec![];
+    resumed.run(&mut |p| steps.push(p.step)).unwrap();
+    assert_eq!(steps, vec![11]);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Centre labels add the "no centre" and size parts to the dense loss, which all fall; the
+/// plain labels report neither; covered labels report size, and relation and count labels theirs.
+#[test]
+fn centre_and_covered_labels_add_their_parts_and_they_fall() {
+    let out = scratch("train-dense-centres");
+    let mut config = tiny(&out, 1);
+    // 4 x 4 merged tokens, so that every image has tokens without a centre.
+    config.model.max_pixels = 112 * 112;
+    config.model.min_pixels = 112 * 112;
+    config.dense = Dense {
+        warmup_steps: 12,
+        warmup_batch_size: 4,
+        batch_size: 2,
+        lr: 3e-3,
+        weight: 0.0,
+        centres: true,
+        ..Default::default()
+    };
+    let mut seen = vec![];
+    Trainer::new(config.clone(), false).unwrap().run(&mut |p| seen.extend(p.dense)).unwrap();
+    assert_eq!(seen.len(), 12, "{seen:?}");
+    let sum = |d: &DenseParts| d.colour + d.shape + d.elsewhere.unwrap() + d.size.unwrap();
+    let (first, last) = (sum(&seen[0]), sum(&seen[11]));
+    assert!(last < first, "dense loss {first} -> {last}");
+    // "no centre" starts near chance among the 6 shape classes, size among 2.
+    assert!((seen[0].elsewhere.unwrap() - 6f32.ln()).abs() < 0.5, "{:?}", seen[0]);
+    assert!((seen[0].size.unwrap() - 2f32.ln()).abs() < 0.3, "{:?}", seen[0]);
+    config.dense.centres = false;
+    let _ = std::fs::remove_dir_all(&out);
+    let mut plain = vec![];
+    Trainer::new(config.clone(), false).unwrap().run(&mut |p| plain.extend(p.dense)).unwrap();
+    assert!(plain.iter().all(|d| d.elsewhere.is_none() && d.size.is_none()), "{plain:?}");
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(plain.iter().all(|d| d.relation.is_none() && d.count.is_none()), "{plain:?}");
+    // Covered labels report size (where shape is labelled) but no "no centre" part; relation
+    // labels add theirs, starting near chance (8 colour classes, 6 shape classes).
+    config.dense.covered = true;
+    config.dense.relations = true;
+    config.dense.counts = true;
+    let mut covered = vec![];
+    Trainer::new(config, false).unwrap().run(&mut |p| covered.extend(p.dense)).unwrap();
+    assert!(covered.iter().all(|d| d.elsewhere.is_none() && d.size.is_some()), "{covered:?}");
+    let chance = (8f32.ln() + 6f32.ln()) / 2.0;
+    assert!((covered[0].relation.unwrap() - chance).abs() < 0.5, "{:?}", covered[0]);
+    // Counts start near chance among 9 classes.
+    assert!((covered[0].count.unwrap() - 9f32.ln()).abs() < 0.5, "{:?}", covered[0]);
+    let sum = |d: &DenseParts| d.colour + d.shape + d.size.unwrap() + d.relation.unwrap() + d.count.unwrap();
+    assert!(sum(&covered[11]) < sum(&covered[0]), "{:?} -> {:?}", covered[0], covered[11]);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Inventory labels and moving clips add their parts, which start near chance and fall; the
+/// clips' tokens report motion and scenes without relations none.
+#[test]
+fn inventory_and_motion_labels_add_their_parts_and_they_fall() {
+    let out = scratch("train-dense-inventory");
+    let mut config = tiny(&out, 1);
+    config.model.max_pixels = 112 * 112;
+    config.model.min_pixels = 112 * 112;
+    config.dense = Dense {
+        warmup_steps: 12,
+        warmup_batch_size: 3,
+        lr: 3e-3,
+        covered: true,
+        inventory: true,
+        videos: 2,
+        ..Default::default()
+    };
+    let mut seen = vec![];
+    Trainer::new(config, false).unwrap().run(&mut |p| seen.extend(p.dense)).unwrap();
+    assert_eq!(seen.len(), 12, "{seen:?}");
+    assert!(seen.iter().all(|d| d.relation.is_none() && d.count.is_none()), "{seen:?}");
+    // 12 counts among 9 classes and 35 pairs present or not; 4 directions or still.
+    let chance = (12.0 * 9f32.ln() + 35.0 * 2f32.ln()) / 47.0;
+    assert!((seen[0].inventory.unwrap() - chance).abs() < 0.3, "{:?}", seen[0]);
+    assert!((seen[0].motion.unwrap() - 5f32.ln()).abs() < 0.5, "{:?}", seen[0]);
+    let mean = |f: &dyn Fn(&DenseParts) -> f32, r: std::ops::Range<usize>| {
+        seen[r.clone()].iter().map(f).sum::<f32>() / r.len() as f32
+    };
+    let inventory = |d: &DenseParts| d.inventory.unwrap();
+    let motion = |d: &DenseParts| d.motion.unwrap();
+    assert!(mean(&inventory, 9..12) < mean(&inventory, 0..3), "{seen:?}");
+    assert!(mean(&motion, 9..12) < mean(&motion, 0..3), "{seen:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn resuming_with_a_dense_stage_the_checkpoint_lacks_names_the_missing_file() {
+    let out = scratch("train-dense-missing");
+    let mut config = tiny(&out, 1);
+    Trainer::new(config.clone(), false).unwrap().run(&mut |_| {}).unwrap();
+    config.optim.steps = 2;
+    config.dense.weight = 0.5;
+    let e = Trainer::new(config, true).err().expect("the checkpoint has no dense head").to_string();
+    assert!(e.contains(DENSE_HEAD_FILE) && !e.contains('\n'), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A position head adds its part on question steps, which starts near chance and falls; it is
+/// kept in the checkpoint and out of the model folder, and a layer past the model's is refused.
+#[test]
+fn the_position_head_learns_where_image_tokens_lie_and_stays_out_of_the_model() {
+    let out = scratch("train-position");
+    let mut config = tiny(&out, 16);
+    config.optim.position_layer = 1;
+    let mut seen = vec![];
+    Trainer::new(config.clone(), false).unwrap().run(&mut |p| seen.push(p.position)).unwrap();
+    let seen: Vec<f32> = seen.into_iter().map(|p| p.expect("every question step has images")).collect();
+    assert!((seen[0] - 10f32.ln()).abs() < 0.5, "{seen:?}");
+    let mean = |r: std::ops::Range<usize>| seen[r.clone()].iter().sum::<f32>() / r.len() as f32;
+    assert!(mean(12..16) < mean(0..4) - 0.3, "{seen:?}");
+    let saved = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(saved.keys().all(|k| !k.starts_with("position_head")), "{:?}", saved.keys());
+    assert!(out.join("checkpoint").join(POSITION_HEAD_FILE).is_file());
+    config.optim.position_layer = 2;
+    let e = Trainer::new(config, false).err().expect("the tiny model has 1 layer").to_string();
+    assert!(e.contains("optim.position_layer 2") && e.contains("1 layers"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A dense warm-up's checkpoint resumes with a position head added for the question steps
+/// (one warm-up, several question stages); past the first question step it is refused by name.
+#[test]
+fn a_position_head_may_join_a_run_at_its_first_question_step_only() {
+    let out = scratch("train-position-join");
+    let mut config = tiny(&out, 1);
+    config.dense = Dense { warmup_steps: 4, warmup_batch_size: 2, ..Default::default() };
+    config.optim.checkpoint_every = 4;
+    let (checkpoint, kept) = (out.join("checkpoint"), out.join("warm-up"));
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in ["model.safetensors", "optimizer.safetensors", DENSE_HEAD_FILE] {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    };
+    Trainer::new(config.clone(), false)
+        .unwrap()
+        .run(&mut |p| {
+            if p.step == 4 {
+                copy(&checkpoint, &kept);
+            }
+        })
+        .unwrap();
+    config.optim.position_layer = 1;
+    config.optim.steps = 3;
+    // The final checkpoint (step 5) is one question step in.
+    let e = Trainer::new(config.clone(), true).err().expect("past the warm-up").to_string();
+    assert!(e.contains(POSITION_HEAD_FILE) && e.contains("question step 1") && !e.contains('\n'), "{e}");
+    // The warm-up's own checkpoint takes the new head.
+    copy(&kept, &checkpoint);
+    let mut seen = vec![];
+    Trainer::new(config, true).unwrap().run(&mut |p| seen.push((p.step, p.position.is_some()))).unwrap();
+    assert_eq!(seen, vec![(5, true), (6, true), (7, true)]);
+    assert!(checkpoint.join(POSITION_HEAD_FILE).is_file());
+    let _ = std::fs::remove_dir_all(&out);
+}
