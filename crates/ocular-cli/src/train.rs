@@ -76,7 +76,8 @@ pub fn main(args: Args) -> Result<()> {
                 let line = d.relation.map_or(line.clone(), |r| format!("{line} relation {r:.4}"));
                 let line = d.count.map_or(line.clone(), |c| format!("{line} count {c:.4}"));
                 let line = d.inventory.map_or(line.clone(), |i| format!("{line} inventory {i:.4}"));
-                d.motion.map_or(line.clone(), |m| format!("{line} motion {m:.4}"))
+                let line = d.motion.map_or(line.clone(), |m| format!("{line} motion {m:.4}"));
+                d.order.map_or(line.clone(), |o| format!("{line} order {o:.4}"))
             }
             None => line,
         };

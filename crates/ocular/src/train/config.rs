@@ -59,6 +59,9 @@ pub struct Dense {
     /// Also label at every token what the whole image holds: how many objects of each shape
     /// and of each colour, and whether each colour-shape pair is present.
     pub inventory: bool,
+    /// Also label, wherever an object's shape is labelled, its place in the caption's order
+    /// (left to right) and the colour and shape of the object after it.
+    pub order: bool,
     /// Moving-object clips per dense step, besides the scenes: their tokens learn their colour
     /// and the direction of motion (or "still") of the object under them.
     pub videos: usize,
@@ -219,6 +222,7 @@ impl Default for Dense {
             counts: false,
             relations_none: true,
             inventory: false,
+            order: false,
             videos: 0,
         }
     }
@@ -364,9 +368,9 @@ mod tests {
     fn dense_label_switches_parse_with_the_first_runs_defaults_and_a_misspelt_one_is_named() {
         let parse = |text: &str| toml::from_str::<TrainConfig>(text).map_err(|e| e.to_string());
         let d = parse("").unwrap().dense;
-        assert_eq!((d.relations_none, d.inventory, d.videos), (true, false, 0));
-        let d = parse("[dense]\nrelations_none = false\ninventory = true\nvideos = 2").unwrap().dense;
-        assert_eq!((d.relations_none, d.inventory, d.videos), (false, true, 2));
+        assert_eq!((d.relations_none, d.inventory, d.order, d.videos), (true, false, false, 0));
+        let d = parse("[dense]\nrelations_none = false\ninventory = true\norder = true\nvideos = 2").unwrap().dense;
+        assert_eq!((d.relations_none, d.inventory, d.order, d.videos), (false, true, true, 2));
         let e = parse("[dense]\nvideo = 2").unwrap_err();
         assert!(e.contains("video") && e.contains("videos"), "{e}");
     }

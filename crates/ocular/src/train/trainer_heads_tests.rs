@@ -87,10 +87,10 @@ fn centre_and_covered_labels_add_their_parts_and_they_fall() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// Inventory labels and moving clips add their parts, which start near chance and fall; the
+/// Inventory and order labels and moving clips add their parts, which start near chance and fall; the
 /// clips' tokens report motion and scenes without relations none.
 #[test]
-fn inventory_and_motion_labels_add_their_parts_and_they_fall() {
+fn inventory_order_and_motion_labels_add_their_parts_and_they_fall() {
     let out = scratch("train-dense-inventory");
     let mut config = tiny(&out, 1);
     config.model.max_pixels = 112 * 112;
@@ -101,6 +101,7 @@ fn inventory_and_motion_labels_add_their_parts_and_they_fall() {
         lr: 3e-3,
         covered: true,
         inventory: true,
+        order: true,
         videos: 2,
         ..Default::default()
     };
@@ -112,6 +113,9 @@ fn inventory_and_motion_labels_add_their_parts_and_they_fall() {
     let chance = (12.0 * 9f32.ln() + 35.0 * 2f32.ln()) / 47.0;
     assert!((seen[0].inventory.unwrap() - chance).abs() < 0.3, "{:?}", seen[0]);
     assert!((seen[0].motion.unwrap() - 5f32.ln()).abs() < 0.5, "{:?}", seen[0]);
+    // Places among 9, the next object's colour among 8 and shape among 6.
+    let order_chance = (9f32.ln() + 8f32.ln() + 6f32.ln()) / 3.0;
+    assert!((seen[0].order.unwrap() - order_chance).abs() < 0.5, "{:?}", seen[0]);
     let mean = |f: &dyn Fn(&DenseParts) -> f32, r: std::ops::Range<usize>| {
         seen[r.clone()].iter().map(f).sum::<f32>() / r.len() as f32
     };
@@ -119,6 +123,8 @@ fn inventory_and_motion_labels_add_their_parts_and_they_fall() {
     let motion = |d: &DenseParts| d.motion.unwrap();
     assert!(mean(&inventory, 9..12) < mean(&inventory, 0..3), "{seen:?}");
     assert!(mean(&motion, 9..12) < mean(&motion, 0..3), "{seen:?}");
+    let order = |d: &DenseParts| d.order.unwrap();
+    assert!(mean(&order, 9..12) < mean(&order, 0..3), "{seen:?}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -99,6 +99,20 @@ pub fn relation_classes(scene: &Scene, anchor: usize) -> [(u32, u32); 6] {
     })
 }
 
+/// Where `scene.objects[object]` stands in the caption's order (left to right by centre), and
+/// the colour and shape classes of the object after it, or `(BACKGROUND, NO_CENTRE)` for the
+/// last: what a caption writer needs to go on from an object it has just named.
+pub fn order_classes(scene: &Scene, object: usize) -> (u32, (u32, u32)) {
+    let mut order: Vec<usize> = (0..scene.objects.len()).collect();
+    order.sort_by(|&a, &b| scene.objects[a].centre[0].total_cmp(&scene.objects[b].centre[0]));
+    let rank = order.iter().position(|&k| k == object).unwrap_or(0);
+    let next = order.get(rank + 1).map_or((BACKGROUND, NO_CENTRE), |&k| {
+        let o = &scene.objects[k];
+        (colour_class(o.colour), shape_class(o.shape))
+    });
+    ((rank.min(COUNT_CLASSES - 1)) as u32, next)
+}
+
 /// Counts 0 to 8, the most objects a scene holds.
 pub const COUNT_CLASSES: usize = 9;
 
@@ -187,7 +201,7 @@ pub fn shape_class(shape: Shape) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::scenes::{Background, Object};
+    use crate::train::scenes::{caption_text, Background, Object};
 
     fn object(shape: Shape, colour: Colour, centre: [f32; 2], radius: f32) -> Object {
         Object { shape, colour, size: Size::Large, rgb: colour.rgb(), centre, radius }
@@ -298,6 +312,21 @@ mod tests {
         // The mover wins a token the circle covers in the other frame.
         let (_, crossed) = motion_labels(&frame(14.0, 14.0), &frame(98.0, 42.0), [2, 4], Direction::Right);
         assert_eq!(crossed, vec![(0, right), (7, right)]);
+    }
+
+    #[test]
+    fn order_labels_follow_the_caption_left_to_right() {
+        let scene = canvas(vec![
+            object(Shape::Square, Colour::Red, [100.0, 28.0], 8.0),
+            object(Shape::Circle, Colour::Blue, [12.0, 28.0], 8.0),
+            object(Shape::Star, Colour::Green, [56.0, 28.0], 8.0),
+        ]);
+        assert!(caption_text(&scene).starts_with("A large blue circle, a large green star"));
+        let green_star = (colour_class(Colour::Green), shape_class(Shape::Star));
+        let red_square = (colour_class(Colour::Red), shape_class(Shape::Square));
+        assert_eq!(order_classes(&scene, 1), (0, green_star));
+        assert_eq!(order_classes(&scene, 2), (1, red_square));
+        assert_eq!(order_classes(&scene, 0), (2, (BACKGROUND, NO_CENTRE)));
     }
 
     #[test]

@@ -38,8 +38,9 @@ use candle_nn::{Linear, Module, VarBuilder};
 mod labels;
 
 use labels::{
-    colours_with_centres, count_classes, inventory_classes, motion_labels, object_tokens, relation_classes,
-    shape_class, size_class, BACKGROUND, COLOUR_CLASSES, COUNT_CLASSES, INVENTORY_COUNTS, INVENTORY_PAIRS, NO_CENTRE,
+    colours_with_centres, count_classes, inventory_classes, motion_labels, object_tokens, order_classes,
+    relation_classes, shape_class, size_class, BACKGROUND, COLOUR_CLASSES, COUNT_CLASSES, INVENTORY_COUNTS,
+    INVENTORY_PAIRS, NO_CENTRE,
 };
 pub use labels::{token_labels, Centre, TokenLabels};
 
@@ -102,10 +103,13 @@ pub struct DenseParts {
     pub inventory: Option<f32>,
     /// With videos: the motion of the object under a video token.
     pub motion: Option<f32>,
+    /// With order labels: the object's place in the caption and the next object's colour and
+    /// shape, where shape is labelled.
+    pub order: Option<f32>,
 }
 
 /// The parts [`DenseHead::parts`] gives, in order.
-const PARTS: usize = 8;
+const PARTS: usize = 9;
 const COLOUR: usize = 0;
 const SHAPE: usize = 1;
 const ELSEWHERE: usize = 2;
@@ -114,6 +118,7 @@ const RELATION: usize = 4;
 const COUNT: usize = 5;
 const INVENTORY: usize = 6;
 const MOTION: usize = 7;
+const ORDER: usize = 8;
 
 impl DenseParts {
     /// From the means of the parts [`DenseHead::parts`] gives, in its order.
@@ -128,6 +133,7 @@ impl DenseParts {
             count: at(COUNT),
             inventory: at(INVENTORY),
             motion: at(MOTION),
+            order: at(ORDER),
         }
     }
 }
@@ -136,6 +142,9 @@ impl DenseParts {
 const RELATION_CLASSES: usize = COLOUR_CLASSES + Shape::ALL.len() + 1;
 /// Columns of the inventory labels: counts, then present or not per pair.
 const INVENTORY_COLUMNS: usize = INVENTORY_COUNTS * COUNT_CLASSES + INVENTORY_PAIRS * 2;
+/// Columns of the order labels: the place (as many as counts), the next object's colour and
+/// shape (with "none").
+const ORDER_COLUMNS: usize = COUNT_CLASSES + COLOUR_CLASSES + Shape::ALL.len() + 1;
 /// A direction of [`Direction::ALL`] or still.
 const MOTION_CLASSES: usize = Direction::ALL.len() + 1;
 
@@ -163,6 +172,7 @@ impl DenseHead {
             + if config.relations { Relation::ALL.len() * RELATION_CLASSES } else { 0 }
             + if config.counts { 3 * COUNT_CLASSES } else { 0 }
             + if config.inventory { INVENTORY_COLUMNS } else { 0 }
+            + if config.order { ORDER_COLUMNS } else { 0 }
             + if config.videos > 0 { MOTION_CLASSES } else { 0 };
         let motion_first = classes.saturating_sub(MOTION_CLASSES);
         Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, config, motion_first })
@@ -255,6 +265,21 @@ impl DenseHead {
             parts[INVENTORY] = add_parts(vec![
                 ce(&all, first, INVENTORY_COUNTS, COUNT_CLASSES, &every(&counts))?,
                 ce(&all, pairs_first, INVENTORY_PAIRS, 2, &every(&pairs))?,
+            ])?;
+            first += INVENTORY_COLUMNS;
+        }
+        if self.config.order {
+            let order: Vec<(u32, (u32, u32))> = (0..scene.objects.len()).map(|k| order_classes(scene, k)).collect();
+            parts[ORDER] = add_parts(vec![
+                ce(&rows, first, 1, COUNT_CLASSES, &of_object(&|k| order[k].0))?,
+                ce(&rows, first + COUNT_CLASSES, 1, COLOUR_CLASSES, &of_object(&|k| order[k].1 .0))?,
+                ce(
+                    &rows,
+                    first + COUNT_CLASSES + COLOUR_CLASSES,
+                    1,
+                    Shape::ALL.len() + 1,
+                    &of_object(&|k| order[k].1 .1),
+                )?,
             ])?;
         }
         Ok(parts)
