@@ -149,7 +149,7 @@ const ORDER_COLUMNS: usize = COUNT_CLASSES + COLOUR_CLASSES + Shape::ALL.len() +
 const MOTION_CLASSES: usize = Direction::ALL.len() + 1;
 
 /// The throwaway head: one linear map from a merged token to the logits of every label the
-/// config asks for, in the order of [`DenseParts`]' fields.
+/// config asks for: colour, shape, size, relations, counts, inventory, order, then motion.
 pub struct DenseHead {
     linear: Linear,
     config: Dense,
