@@ -2,7 +2,7 @@
 //! resume anywhere; loss on answer tokens only; AdamW with warm-up, cosine decay and clipping;
 //! held-out loss now and then; resumable checkpoints; a standard model folder at the end.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -11,25 +11,23 @@ use candle_nn::{VarBuilder, VarMap};
 use super::batch::{sample, Sample};
 use super::config::{LossWeighting, TrainConfig};
 pub use super::dense::DenseParts;
-use super::dense::{self, DenseHead, DenseItem};
+use super::dense::{self, DenseItem};
 use super::folder;
+#[cfg(test)]
+use super::heads::DENSE_HEAD_FILE;
+use super::heads::{Heads, POSITION_HEAD_FILE};
 use super::optim::{learning_rate, AdamW};
 use super::parallel::{self, Part};
 use super::position::PositionHead;
 use super::scenes::Generator;
+use super::weights::{init_weights, load_into};
 use crate::error::{Error, Result};
-use crate::load::{ModelDir, WeightIndex};
+use crate::load::ModelDir;
 use crate::models::qwen2_vl::config::Qwen2VlConfig;
 use crate::models::qwen2_vl::processor::Qwen2VlProcessor;
 use crate::models::qwen2_vl::{Layout, Qwen2Vl};
 use crate::models::MediaKind;
 use crate::prompt::{ChatTemplate, TextTokenizer};
-use crate::rng::splitmix64;
-
-/// The dense head's variables in a checkpoint (the finished model folder leaves them out).
-const DENSE_HEAD_FILE: &str = "dense_head.safetensors";
-/// Likewise the position head's.
-const POSITION_HEAD_FILE: &str = "position_head.safetensors";
 
 /// What the loop reports after each step.
 #[derive(Debug, Clone)]
@@ -55,58 +53,14 @@ fn generator(config: &TrainConfig, step: u64) -> Generator {
     Generator::new(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step), config.data.clone())
 }
 
-/// Deterministic initial weights: N(0, 0.02) for matrices and embeddings, ones for norm scales,
-/// zeros for biases; each tensor's values depend only on the seed and its name.
-fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
-    for (name, var) in varmap.data().lock().expect("var map lock").iter() {
-        let n = var.elem_count();
-        let values: Vec<f32> = if name.ends_with("bias") {
-            vec![0.0; n]
-        } else if var.rank() == 1 {
-            vec![1.0; n]
-        } else {
-            let mut state =
-                name.bytes().fold(seed ^ 0xA076_1D64_78BD_642F, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
-            let mut uniform = || (splitmix64(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
-            // Box-Muller.
-            (0..n)
-                .map(|_| {
-                    (0.02
-                        * (-2.0 * (uniform().max(1e-300)).ln()).sqrt()
-                        * (2.0 * std::f64::consts::PI * uniform()).cos()) as f32
-                })
-                .collect()
-        };
-        let values =
-            if name.ends_with("patch_embed.proj.weight") { zero_sum_rows(values, var.dims()[0]) } else { values };
-        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
-    }
-    Ok(())
-}
-
-/// Each patch filter made to sum to zero, so that a flat grey patch (equal in every channel
-/// after the processor's normalisation) starts at zero and the features the vision tower
-/// first passes on are the objects' colours and edges rather than the background's brightness,
-/// which otherwise dominates every token and hides the scene from the language model.
-fn zero_sum_rows(mut values: Vec<f32>, rows: usize) -> Vec<f32> {
-    let per_row = values.len() / rows.max(1);
-    for row in values.chunks_mut(per_row.max(1)) {
-        let mean = row.iter().sum::<f32>() / row.len() as f32;
-        row.iter_mut().for_each(|v| *v -= mean);
-    }
-    values
-}
-
 pub struct Trainer {
     config: TrainConfig,
     model: Qwen2Vl,
     varmap: VarMap,
     template: ChatTemplate,
     optimizer: AdamW,
-    /// The dense head and its variables, which the saved model leaves out.
-    dense: Option<(DenseHead, VarMap)>,
-    /// The position head and its variables, likewise left out.
-    position: Option<(PositionHead, VarMap)>,
+    /// The throwaway heads beside the model, which the saved model leaves out.
+    heads: Heads,
     /// Every trained tensor, whose gradients a step sums over its items.
     vars: Vec<Tensor>,
     /// Threads that share a step's items; `None`: one item after another.
@@ -156,44 +110,9 @@ impl Trainer {
         } else {
             init_weights(&varmap, config.seed)?;
         }
-        let dense = if config.dense.enabled() {
-            let head_vars = VarMap::new();
-            let vb = VarBuilder::from_varmap(&head_vars, DType::F32, &Device::Cpu);
-            let head = DenseHead::new(vb, model.config().text.hidden_size, &config.dense)?;
-            if resuming {
-                load_into(&head_vars, &[checkpoint.join(DENSE_HEAD_FILE)])?;
-            } else {
-                init_weights(&head_vars, config.seed)?;
-            }
-            Some((head, head_vars))
-        } else {
-            None
-        };
-        let position = match config.optim.position_layer {
-            0 => None,
-            layer if layer > model.config().text.num_hidden_layers => {
-                return Err(Error::Invalid(format!(
-                    "optim.position_layer {layer} is past the language model's {} layers",
-                    model.config().text.num_hidden_layers
-                )))
-            }
-            layer => {
-                let head_vars = VarMap::new();
-                let vb = VarBuilder::from_varmap(&head_vars, DType::F32, &Device::Cpu);
-                let head = PositionHead::new(vb, model.config().text.hidden_size, layer)?;
-                // It trains on question steps only, so a warm-up checkpoint may lack it (checked
-                // against the checkpoint's step below).
-                if resuming && checkpoint.join(POSITION_HEAD_FILE).is_file() {
-                    load_into(&head_vars, &[checkpoint.join(POSITION_HEAD_FILE)])?;
-                } else {
-                    init_weights(&head_vars, config.seed)?;
-                }
-                Some((head, head_vars))
-            }
-        };
+        let heads = Heads::new(&config, &model, resuming.then_some(checkpoint.as_path()))?;
         let mut vars: Vec<(String, Var)> = std::iter::once(&varmap)
-            .chain(dense.as_ref().map(|(_, v)| v))
-            .chain(position.as_ref().map(|(_, v)| v))
+            .chain(heads.var_maps())
             .flat_map(|m| {
                 m.data().lock().expect("var map lock").iter().map(|(n, v)| (n.clone(), v.clone())).collect::<Vec<_>>()
             })
@@ -202,7 +121,7 @@ impl Trainer {
         let tensors = vars.iter().map(|(_, v)| v.as_tensor().clone()).collect();
         let mut optimizer = AdamW::new(vars)?;
         if resuming {
-            let fresh_position = position.is_some() && !checkpoint.join(POSITION_HEAD_FILE).is_file();
+            let fresh_position = heads.fresh_position(&checkpoint);
             optimizer.load(&checkpoint.join("optimizer.safetensors"), &|name| {
                 fresh_position && name.starts_with("position_head")
             })?;
@@ -217,7 +136,7 @@ impl Trainer {
                 ));
             }
         }
-        Ok(Self { config, model, varmap, template, optimizer, dense, position, vars: tensors, pool: None, out })
+        Ok(Self { config, model, varmap, template, optimizer, heads, vars: tensors, pool: None, out })
     }
 
     /// Shares each step's items (packed samples, scenes) among `threads` threads, each item
@@ -247,7 +166,7 @@ impl Trainer {
     /// sample's image tokens.
     fn sample_parts(&self, s: &Sample, weighting: LossWeighting, positions: bool) -> Result<(Part, Option<Part>)> {
         let train_vision = self.config.optim.vision_lr_scale > 0.0;
-        let head = self.position.as_ref().filter(|_| positions).map(|(h, _)| h);
+        let head = self.heads.position.as_ref().filter(|_| positions).map(|(h, _)| h);
         let (logits, tapped) = self.model.logits_packed_tapped(
             &s.prepared,
             &s.positions,
@@ -324,7 +243,7 @@ impl Trainer {
     /// The scenes and clips the dense head learns from on step `step` (none without a dense
     /// head).
     fn dense_items(&self, step: usize) -> Vec<DenseItem> {
-        if self.dense.is_none() {
+        if self.heads.dense.is_none() {
             return vec![];
         }
         let d = &self.config.dense;
@@ -335,7 +254,7 @@ impl Trainer {
     /// One item's loss parts: the answers' first, then the dense head's, then (with a position
     /// head) the position head's.
     fn item_parts(&self, item: &Item, weighting: LossWeighting) -> Result<Vec<Option<Part>>> {
-        let dense_parts = self.dense.as_ref().map_or(0, |(h, _)| h.part_count());
+        let dense_parts = self.heads.dense.as_ref().map_or(0, |(h, _)| h.part_count());
         let mut parts = match item {
             Item::Sample(s) => {
                 let (answers, position) = self.sample_parts(s, weighting, true)?;
@@ -345,14 +264,14 @@ impl Trainer {
                 parts
             }
             Item::Dense(dense) => {
-                let (head, _) = self.dense.as_ref().expect("dense items are drawn for a dense head only");
+                let (head, _) = self.heads.dense.as_ref().expect("dense items are drawn for a dense head only");
                 let mut parts: Vec<Option<Part>> =
                     std::iter::once(None).chain(head.parts(&self.model, dense)?).collect();
                 parts.push(None);
                 parts
             }
         };
-        if self.position.is_none() {
+        if self.heads.position.is_none() {
             parts.pop();
         }
         Ok(parts)
@@ -385,17 +304,17 @@ impl Trainer {
             let dense_items = if warm || d.weight > 0.0 { self.dense_items(step) } else { vec![] };
             let items: Vec<Item> =
                 samples.iter().map(Item::Sample).chain(dense_items.iter().map(Item::Dense)).collect();
-            let dense_parts = self.dense.as_ref().map_or(0, |(h, _)| h.part_count());
+            let dense_parts = self.heads.dense.as_ref().map_or(0, |(h, _)| h.part_count());
             let dense_weight = if warm { 1.0 } else { d.weight };
             let weights: Vec<f64> = std::iter::once(1.0)
                 .chain((0..dense_parts).map(|_| dense_weight))
-                .chain(self.position.as_ref().map(|_| o.position_weight))
+                .chain(self.heads.position.as_ref().map(|_| o.position_weight))
                 .collect();
             let mut computed = parallel::step(self.pool.as_ref(), &items, &weights, &self.vars, |item| {
                 self.item_parts(item, o.loss_weighting)
             })?;
             let dense = (!dense_items.is_empty()).then(|| DenseParts::from_means(&computed.means[1..=dense_parts]));
-            let position = self.position.as_ref().and_then(|_| computed.means.last().copied().flatten());
+            let position = self.heads.position.as_ref().and_then(|_| computed.means.last().copied().flatten());
             // What the step reports: the dense loss in the warm-up, the answers' after.
             let (loss, lr) = if warm {
                 // A short linear ramp, then constant: the warm-up is a stage of its own.
@@ -452,27 +371,8 @@ impl Trainer {
         std::fs::create_dir_all(&dir).map_err(|e| Error::model_file(&dir, e))?;
         self.varmap.save(dir.join("model.safetensors"))?;
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
-        if let Some((_, head_vars)) = &self.dense {
-            head_vars.save(dir.join(DENSE_HEAD_FILE))?;
-        }
-        if let Some((_, head_vars)) = &self.position {
-            head_vars.save(dir.join(POSITION_HEAD_FILE))?;
-        }
-        Ok(())
+        self.heads.save(&dir)
     }
-}
-
-/// Sets every variable from the tensors of the same name in `files` (a base model or a
-/// checkpoint); a variable the files lack is an error that names it.
-fn load_into(varmap: &VarMap, files: &[PathBuf]) -> Result<()> {
-    let index = WeightIndex::read(files.to_vec())?;
-    let vb = index.var_builder(DType::F32, &Device::Cpu, None)?;
-    let dir = files.first().and_then(|f| f.parent()).unwrap_or(Path::new("."));
-    for (name, var) in varmap.data().lock().expect("var map lock").iter() {
-        let t = vb.get(var.shape(), name).map_err(|e| Error::weights(dir, &e))?;
-        var.set(&t)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use super::super::*;
 use super::{scratch, tiny};
 use crate::train::config::Dense;
+use std::path::Path;
 
 #[test]
 fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_model() {

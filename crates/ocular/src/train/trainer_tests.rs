@@ -1,5 +1,6 @@
 //! Tests of the training loop (a child module of `trainer`, kept in its own file).
 use super::*;
+use std::path::Path;
 
 pub(super) fn tiny(out: &Path, steps: usize) -> TrainConfig {
     let mut c = TrainConfig { out: out.to_path_buf(), seed: 3, ..Default::default() };

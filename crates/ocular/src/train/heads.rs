@@ -1,0 +1,94 @@
+//! The throwaway heads a run trains beside the model: the dense head on the vision tokens
+//! (`train::dense`) and the position head on the language model's image tokens
+//! (`train::position`). Each keeps its variables in a map of its own, saved with checkpoints
+//! and left out of the finished model folder.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::config::TrainConfig;
+use super::dense::DenseHead;
+use super::position::PositionHead;
+use super::weights::{init_weights, load_into};
+use crate::error::{Error, Result};
+use crate::models::qwen2_vl::Qwen2Vl;
+
+/// The dense head's variables in a checkpoint.
+pub const DENSE_HEAD_FILE: &str = "dense_head.safetensors";
+/// The position head's variables in a checkpoint.
+pub const POSITION_HEAD_FILE: &str = "position_head.safetensors";
+
+pub struct Heads {
+    pub dense: Option<(DenseHead, VarMap)>,
+    pub position: Option<(PositionHead, VarMap)>,
+}
+
+impl Heads {
+    /// The heads `config` asks for, read from `checkpoint` when resuming, else seeded. The
+    /// position head trains on question steps only, so a warm-up checkpoint may lack it: it
+    /// then starts seeded (see [`Self::fresh_position`]).
+    pub fn new(config: &TrainConfig, model: &Qwen2Vl, checkpoint: Option<&Path>) -> Result<Self> {
+        let hidden = model.config().text.hidden_size;
+        let dense = if config.dense.enabled() {
+            let vars = VarMap::new();
+            let head = DenseHead::new(builder(&vars), hidden, &config.dense)?;
+            fill(&vars, checkpoint, DENSE_HEAD_FILE, false, config.seed)?;
+            Some((head, vars))
+        } else {
+            None
+        };
+        let layers = model.config().text.num_hidden_layers;
+        let position = match config.optim.position_layer {
+            0 => None,
+            layer if layer > layers => {
+                return Err(Error::Invalid(format!(
+                    "optim.position_layer {layer} is past the language model's {layers} layers"
+                )))
+            }
+            layer => {
+                let vars = VarMap::new();
+                let head = PositionHead::new(builder(&vars), hidden, layer)?;
+                fill(&vars, checkpoint, POSITION_HEAD_FILE, true, config.seed)?;
+                Some((head, vars))
+            }
+        };
+        Ok(Self { dense, position })
+    }
+
+    /// Every head's variables.
+    pub fn var_maps(&self) -> impl Iterator<Item = &VarMap> {
+        self.dense.iter().map(|(_, v)| v).chain(self.position.iter().map(|(_, v)| v))
+    }
+
+    /// Whether a position head resumed from `checkpoint` starts fresh (the checkpoint lacks it).
+    pub fn fresh_position(&self, checkpoint: &Path) -> bool {
+        self.position.is_some() && !checkpoint.join(POSITION_HEAD_FILE).is_file()
+    }
+
+    /// Each head's variables into the checkpoint folder `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        if let Some((_, vars)) = &self.dense {
+            vars.save(dir.join(DENSE_HEAD_FILE))?;
+        }
+        if let Some((_, vars)) = &self.position {
+            vars.save(dir.join(POSITION_HEAD_FILE))?;
+        }
+        Ok(())
+    }
+}
+
+fn builder(vars: &VarMap) -> VarBuilder<'_> {
+    VarBuilder::from_varmap(vars, DType::F32, &Device::Cpu)
+}
+
+/// Sets a new head's variables: from `checkpoint`'s `file` when resuming (an `optional` head
+/// missing there starts seeded instead; a required one is an error naming the file), else
+/// seeded.
+fn fill(vars: &VarMap, checkpoint: Option<&Path>, file: &str, optional: bool, seed: u64) -> Result<()> {
+    match checkpoint.map(|c| c.join(file)) {
+        Some(path) if !optional || path.is_file() => load_into(vars, &[path]),
+        _ => init_weights(vars, seed),
+    }
+}
