@@ -162,11 +162,16 @@ impl Trainer {
         Ok(self.sample_parts(s, weighting, false)?.0)
     }
 
-    /// [`Self::sample_part`], and with `positions` and a position head, its loss on the
+    /// [`Self::sample_part`], and with `with_position_head` and a position head, its loss on the
     /// sample's image tokens.
-    fn sample_parts(&self, s: &Sample, weighting: LossWeighting, positions: bool) -> Result<(Part, Option<Part>)> {
+    fn sample_parts(
+        &self,
+        s: &Sample,
+        weighting: LossWeighting,
+        with_position_head: bool,
+    ) -> Result<(Part, Option<Part>)> {
         let train_vision = self.config.optim.vision_lr_scale > 0.0;
-        let head = self.heads.position.as_ref().filter(|_| positions).map(|(h, _)| h);
+        let head = self.heads.position.as_ref().filter(|_| with_position_head).map(|(h, _)| h);
         let (logits, tapped) = self.model.logits_packed_tapped(
             &s.prepared,
             &s.positions,
