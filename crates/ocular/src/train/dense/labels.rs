@@ -110,7 +110,7 @@ pub fn order_classes(scene: &Scene, object: usize) -> (u32, (u32, u32)) {
         let o = &scene.objects[k];
         (colour_class(o.colour), shape_class(o.shape))
     });
-    ((rank.min(COUNT_CLASSES - 1)) as u32, next)
+    (count_class(rank), next)
 }
 
 /// Counts 0 to 8, the most objects a scene holds.
@@ -119,12 +119,11 @@ pub const COUNT_CLASSES: usize = 9;
 /// The objects in `scene`, and those sharing `scene.objects[object]`'s shape and its colour.
 pub fn count_classes(scene: &Scene, object: usize) -> [u32; 3] {
     let objects = &scene.objects;
-    let count = |n: usize| n.min(COUNT_CLASSES - 1) as u32;
-    let Some(me) = objects.get(object) else { return [count(objects.len()), 0, 0] };
+    let Some(me) = objects.get(object) else { return [count_class(objects.len()), 0, 0] };
     [
-        count(objects.len()),
-        count(objects.iter().filter(|o| o.shape == me.shape).count()),
-        count(objects.iter().filter(|o| o.colour == me.colour).count()),
+        count_class(objects.len()),
+        count_class(objects.iter().filter(|o| o.shape == me.shape).count()),
+        count_class(objects.iter().filter(|o| o.colour == me.colour).count()),
     ]
 }
 
@@ -136,12 +135,11 @@ pub const INVENTORY_PAIRS: usize = Shape::ALL.len() * Colour::ALL.len();
 /// What `scene` holds, as [`INVENTORY_COUNTS`] count classes and [`INVENTORY_PAIRS`] presence
 /// classes (1: present): what count and existence questions ask, the same at every token.
 pub fn inventory_classes(scene: &Scene) -> (Vec<u32>, Vec<u32>) {
-    let count = |n: usize| n.min(COUNT_CLASSES - 1) as u32;
     let objects = &scene.objects;
     let counts = Shape::ALL
         .iter()
-        .map(|&s| count(objects.iter().filter(|o| o.shape == s).count()))
-        .chain(Colour::ALL.iter().map(|&c| count(objects.iter().filter(|o| o.colour == c).count())))
+        .map(|&s| count_class(objects.iter().filter(|o| o.shape == s).count()))
+        .chain(Colour::ALL.iter().map(|&c| count_class(objects.iter().filter(|o| o.colour == c).count())))
         .collect();
     let pairs = Colour::ALL
         .iter()
@@ -184,6 +182,11 @@ pub fn colours_with_centres(labels: &TokenLabels) -> Vec<u32> {
         colours[centre.token] = centre.colour;
     }
     colours
+}
+
+/// A count (or place) as a class, the last class holding it and anything larger.
+fn count_class(n: usize) -> u32 {
+    n.min(COUNT_CLASSES - 1) as u32
 }
 
 pub fn size_class(size: Size) -> u32 {
