@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::dense::DenseLabels;
+use super::optim::Schedule;
 use super::scenes::SceneConfig;
 use crate::error::{Error, Result};
 
@@ -36,8 +37,11 @@ pub struct Dense {
     pub warmup_batch_size: usize,
     /// Scenes per question step, when `weight` > 0 (fewer: the answers carry most of the step).
     pub batch_size: usize,
-    /// Learning rate of the dense-only steps (constant after a short linear ramp).
+    /// Learning rate of the dense-only steps, after a short linear ramp.
     pub lr: f64,
+    /// Where the warm-up's learning rate ends, as a fraction of `lr`, reached by a cosine
+    /// (1: constant, as the first runs had it).
+    pub min_lr_ratio: f64,
     /// Weight of the dense loss added to the answer loss on question steps (0: none).
     pub weight: f64,
     /// Also label where objects are: "no centre" at tokens without an object's centre, size
@@ -215,6 +219,7 @@ impl Default for Dense {
             warmup_batch_size: 16,
             batch_size: 4,
             lr: 1e-3,
+            min_lr_ratio: 1.0,
             weight: 0.0,
             centres: false,
             covered: false,
@@ -229,6 +234,11 @@ impl Default for Dense {
 }
 
 impl Dense {
+    /// The warm-up's learning rate: a 50-step ramp, then constant or cosine.
+    pub fn schedule(&self) -> Schedule {
+        Schedule { lr: self.lr, ramp: 50, steps: self.warmup_steps, min_lr_ratio: self.min_lr_ratio }
+    }
+
     /// Whether any step uses the dense head.
     pub fn enabled(&self) -> bool {
         self.warmup_steps > 0 || self.weight > 0.0
@@ -280,6 +290,9 @@ impl TrainConfig {
                 "dense.batch_size {} and dense.warmup_batch_size {} must be at least 1, dense.lr {} positive and dense.weight {} not negative",
                 d.batch_size, d.warmup_batch_size, d.lr, d.weight
             ));
+        }
+        if !(0.0..=1.0).contains(&d.min_lr_ratio) {
+            return Err(format!("dense.min_lr_ratio {} must be between 0 and 1", d.min_lr_ratio));
         }
         if d.centres && d.covered {
             return Err(
@@ -352,6 +365,10 @@ mod tests {
         config.dense.warmup_steps = 10;
         let e = config.validate().unwrap_err();
         assert!(e.contains("dense.warmup_batch_size 0"), "{e}");
+        config.dense.warmup_batch_size = 16;
+        config.dense.min_lr_ratio = 1.5;
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("dense.min_lr_ratio 1.5"), "{e}");
     }
 
     #[test]
@@ -368,7 +385,7 @@ mod tests {
     fn dense_label_switches_parse_with_the_first_runs_defaults_and_a_misspelt_one_is_named() {
         let parse = |text: &str| toml::from_str::<TrainConfig>(text).map_err(|e| e.to_string());
         let d = parse("").unwrap().dense;
-        assert_eq!((d.relations_none, d.inventory, d.order, d.videos), (true, false, false, 0));
+        assert_eq!((d.relations_none, d.inventory, d.order, d.videos, d.min_lr_ratio), (true, false, false, 0, 1.0));
         let d = parse("[dense]\nrelations_none = false\ninventory = true\norder = true\nvideos = 2").unwrap().dense;
         assert_eq!((d.relations_none, d.inventory, d.order, d.videos), (false, true, true, 2));
         let e = parse("[dense]\nvideo = 2").unwrap_err();

@@ -10,15 +10,31 @@ use candle_core::{DType, Result, Tensor, Var};
 
 use super::config::Optim;
 
-/// Learning rate at `step` (0-based): linear warm-up, then cosine down to `min_lr_ratio * lr`.
+/// Learning rate of a question step (0-based, counted from the first question step).
 pub fn learning_rate(o: &Optim, step: usize) -> f64 {
-    if step < o.warmup_steps {
-        return o.lr * (step + 1) as f64 / o.warmup_steps as f64;
+    Schedule { lr: o.lr, ramp: o.warmup_steps, steps: o.steps, min_lr_ratio: o.min_lr_ratio }.at(step)
+}
+
+/// A linear ramp over `ramp` steps, then cosine down to `min_lr_ratio * lr` at `steps` (a ratio
+/// of 1 keeps it constant).
+pub struct Schedule {
+    pub lr: f64,
+    pub ramp: usize,
+    pub steps: usize,
+    pub min_lr_ratio: f64,
+}
+
+impl Schedule {
+    /// The learning rate at `step` (0-based).
+    pub fn at(&self, step: usize) -> f64 {
+        if step < self.ramp {
+            return self.lr * (step + 1) as f64 / self.ramp as f64;
+        }
+        let span = (self.steps.saturating_sub(self.ramp)).max(1) as f64;
+        let progress = ((step - self.ramp) as f64 / span).min(1.0);
+        let min = self.lr * self.min_lr_ratio;
+        min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
-    let span = (o.steps.saturating_sub(o.warmup_steps)).max(1) as f64;
-    let progress = ((step - o.warmup_steps) as f64 / span).min(1.0);
-    let min = o.lr * o.min_lr_ratio;
-    min + (o.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 pub struct AdamW {
@@ -116,6 +132,7 @@ fn m_device(params: &[(String, Var, Tensor, Tensor)]) -> &candle_core::Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::config::Dense;
     use candle_core::Device;
 
     #[test]
@@ -125,6 +142,12 @@ mod tests {
         assert!((learning_rate(&o, 9) - 1.0).abs() < 1e-12);
         assert!((learning_rate(&o, 60) - 0.55).abs() < 1e-9);
         assert!((learning_rate(&o, 110) - 0.1).abs() < 1e-12);
+        // The dense warm-up's: constant after its ramp with a ratio of 1, else cosine.
+        let dense = |min_lr_ratio| Dense { warmup_steps: 1050, lr: 2.0, min_lr_ratio, ..Default::default() };
+        let flat = dense(1.0).schedule();
+        assert_eq!((flat.at(0), flat.at(49), flat.at(500), flat.at(1049)), (0.04, 2.0, 2.0, 2.0));
+        let decayed = dense(0.05).schedule();
+        assert!((decayed.at(550) - 1.05).abs() < 1e-9 && (decayed.at(1050) - 0.1).abs() < 1e-12);
     }
 
     #[test]

@@ -322,8 +322,8 @@ impl Trainer {
             let position = self.heads.position.as_ref().and_then(|_| computed.means.last().copied().flatten());
             // What the step reports: the dense loss in the warm-up, the answers' after.
             let (loss, lr) = if warm {
-                // A short linear ramp, then constant: the warm-up is a stage of its own.
-                (computed.objective, d.lr * ((step + 1) as f64 / 50.0).min(1.0))
+                // A short linear ramp, then constant or cosine: the warm-up is a stage of its own.
+                (computed.objective, d.schedule().at(step))
             } else {
                 (computed.means[0].unwrap_or(0.0), learning_rate(&o, step - d.warmup_steps))
             };
