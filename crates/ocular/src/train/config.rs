@@ -42,6 +42,9 @@ pub struct Dense {
     /// Where the warm-up's learning rate ends, as a fraction of `lr`, reached by a cosine
     /// (1: constant, as the first runs had it).
     pub min_lr_ratio: f64,
+    /// How many of the warm-up's last steps the cosine spans (0: all after the ramp); before
+    /// them the learning rate stays at `lr`.
+    pub decay_steps: usize,
     /// Weight of the dense loss added to the answer loss on question steps (0: none).
     pub weight: f64,
     /// Also label where objects are: "no centre" at tokens without an object's centre, size
@@ -220,6 +223,7 @@ impl Default for Dense {
             batch_size: 4,
             lr: 1e-3,
             min_lr_ratio: 1.0,
+            decay_steps: 0,
             weight: 0.0,
             centres: false,
             covered: false,
@@ -234,9 +238,12 @@ impl Default for Dense {
 }
 
 impl Dense {
-    /// The warm-up's learning rate: a 50-step ramp, then constant or cosine.
+    /// The warm-up's learning rate: a 50-step ramp, then constant, then (over the last
+    /// `decay_steps`, or all) cosine.
     pub fn schedule(&self) -> Schedule {
-        Schedule { lr: self.lr, ramp: 50, steps: self.warmup_steps, min_lr_ratio: self.min_lr_ratio }
+        let ramp = 50;
+        let decay_from = if self.decay_steps == 0 { ramp } else { self.warmup_steps.saturating_sub(self.decay_steps) };
+        Schedule { lr: self.lr, ramp, decay_from, steps: self.warmup_steps, min_lr_ratio: self.min_lr_ratio }
     }
 
     /// Whether any step uses the dense head.

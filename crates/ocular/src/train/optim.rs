@@ -12,14 +12,17 @@ use super::config::Optim;
 
 /// Learning rate of a question step (0-based, counted from the first question step).
 pub fn learning_rate(o: &Optim, step: usize) -> f64 {
-    Schedule { lr: o.lr, ramp: o.warmup_steps, steps: o.steps, min_lr_ratio: o.min_lr_ratio }.at(step)
+    let ramp = o.warmup_steps;
+    Schedule { lr: o.lr, ramp, decay_from: ramp, steps: o.steps, min_lr_ratio: o.min_lr_ratio }.at(step)
 }
 
-/// A linear ramp over `ramp` steps, then cosine down to `min_lr_ratio * lr` at `steps` (a ratio
-/// of 1 keeps it constant).
+/// A linear ramp over `ramp` steps, constant up to `decay_from`, then cosine down to
+/// `min_lr_ratio * lr` at `steps` (a ratio of 1 keeps it constant throughout).
 pub struct Schedule {
     pub lr: f64,
     pub ramp: usize,
+    /// The step the cosine starts from (at least `ramp`).
+    pub decay_from: usize,
     pub steps: usize,
     pub min_lr_ratio: f64,
 }
@@ -30,8 +33,9 @@ impl Schedule {
         if step < self.ramp {
             return self.lr * (step + 1) as f64 / self.ramp as f64;
         }
-        let span = (self.steps.saturating_sub(self.ramp)).max(1) as f64;
-        let progress = ((step - self.ramp) as f64 / span).min(1.0);
+        let from = self.decay_from.max(self.ramp);
+        let span = (self.steps.saturating_sub(from)).max(1) as f64;
+        let progress = (step.saturating_sub(from) as f64 / span).min(1.0);
         let min = self.lr * self.min_lr_ratio;
         min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
@@ -148,6 +152,10 @@ mod tests {
         assert_eq!((flat.at(0), flat.at(49), flat.at(500), flat.at(1049)), (0.04, 2.0, 2.0, 2.0));
         let decayed = dense(0.05).schedule();
         assert!((decayed.at(550) - 1.05).abs() < 1e-9 && (decayed.at(1050) - 0.1).abs() < 1e-12);
+        // With decay_steps, constant until the last ones.
+        let late = Dense { decay_steps: 200, ..dense(0.05) }.schedule();
+        assert!(late.at(60) == 2.0 && (late.at(850) - 2.0).abs() < 1e-12);
+        assert!((late.at(950) - 1.05).abs() < 1e-9 && (late.at(1050) - 0.1).abs() < 1e-12);
     }
 
     #[test]
