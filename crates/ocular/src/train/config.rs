@@ -301,6 +301,12 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&d.min_lr_ratio) {
             return Err(format!("dense.min_lr_ratio {} must be between 0 and 1", d.min_lr_ratio));
         }
+        if d.decay_steps > d.warmup_steps {
+            return Err(format!(
+                "dense.decay_steps {} is more than dense.warmup_steps {}",
+                d.decay_steps, d.warmup_steps
+            ));
+        }
         if d.centres && d.covered {
             return Err(
                 "dense.centres and dense.covered label shape differently at non-centre tokens: set one of them".into(),
@@ -376,6 +382,10 @@ mod tests {
         config.dense.min_lr_ratio = 1.5;
         let e = config.validate().unwrap_err();
         assert!(e.contains("dense.min_lr_ratio 1.5"), "{e}");
+        config.dense.min_lr_ratio = 0.1;
+        config.dense.decay_steps = 20;
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("dense.decay_steps 20") && e.contains("dense.warmup_steps 10"), "{e}");
     }
 
     #[test]
