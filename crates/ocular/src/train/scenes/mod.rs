@@ -16,8 +16,10 @@
 //! println!("{} -> {}", ex.question, ex.answer);
 //! ```
 
+mod clip;
 mod layout;
 mod phrasing;
+mod questions;
 mod render;
 #[cfg(test)]
 mod task_tests;
@@ -30,9 +32,11 @@ use ::image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 pub use crate::rng::Rng;
+pub use clip::moving_clip;
 pub use layout::{relation_answer, scene, Object, Relation, Scene};
+pub use questions::caption_text;
 pub use render::{Background, StripeDir};
-pub use tasks::{caption_text, moving_clip, Generator};
+pub use tasks::Generator;
 pub use vocab::{Colour, Direction, Shape, Size};
 
 /// What an example asks. Serialized names ("caption", "multi_image", ...) are the task names
