@@ -289,11 +289,10 @@ impl Trainer {
         let d = self.config.dense.clone();
         let total = d.warmup_steps + o.steps;
         let visual = format!("{}.", Layout::V5.visual);
-        let start = Instant::now();
-        let first = self.optimizer.step;
         let mut tokens = 0usize;
-        // Seconds spent in question steps: tokens/s counts those only, not the warm-up's.
-        let mut question_secs = 0.0f64;
+        // (steps, seconds) of this run's warm-up and question steps: tokens/s counts question
+        // steps only, and the ETA prices each stage's remaining steps at that stage's own pace.
+        let mut timed = [(0usize, 0.0f64); 2];
         while self.optimizer.step < total {
             let step = self.optimizer.step;
             let step_start = Instant::now();
@@ -337,9 +336,8 @@ impl Trainer {
                     lr
                 }
             })?;
-            if !warm {
-                question_secs += step_start.elapsed().as_secs_f64();
-            }
+            let stage = &mut timed[usize::from(!warm)];
+            *stage = (stage.0 + 1, stage.1 + step_start.elapsed().as_secs_f64());
             let done = self.optimizer.step;
             let questions_done = done.saturating_sub(d.warmup_steps);
             let eval_loss = if o.eval_every > 0 && questions_done > 0 && questions_done % o.eval_every == 0 {
@@ -350,8 +348,7 @@ impl Trainer {
             if o.checkpoint_every > 0 && done % o.checkpoint_every == 0 && done < total {
                 self.checkpoint()?;
             }
-            let elapsed = start.elapsed().as_secs_f64();
-            let rate = (done - first) as f64 / elapsed.max(1e-9);
+            let left = [d.warmup_steps.saturating_sub(done), total - done.max(d.warmup_steps)];
             report(&Progress {
                 step: done,
                 steps: total,
@@ -360,8 +357,8 @@ impl Trainer {
                 grad_norm,
                 dense,
                 position,
-                tokens_per_sec: tokens as f64 / question_secs.max(1e-9),
-                eta_secs: (total - done) as f64 / rate.max(1e-9),
+                tokens_per_sec: tokens as f64 / timed[1].1.max(1e-9),
+                eta_secs: eta_secs(left, timed),
                 eval_loss,
             });
         }
@@ -378,6 +375,15 @@ impl Trainer {
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
         self.heads.save(&dir)
     }
+}
+
+/// Seconds left for `left` warm-up and question steps, each stage at its own measured pace
+/// (`timed`: steps and seconds so far); a stage not yet timed is guessed at the other's pace.
+/// Question steps here take ~2x a warm-up step, so one overall rate would misjudge both.
+fn eta_secs(left: [usize; 2], timed: [(usize, f64); 2]) -> f64 {
+    let pace = |(steps, secs): (usize, f64)| (steps > 0).then(|| secs / steps as f64);
+    let paces = [pace(timed[0]).or(pace(timed[1])), pace(timed[1]).or(pace(timed[0]))];
+    left.iter().zip(paces).map(|(&n, p)| n as f64 * p.unwrap_or(0.0)).sum()
 }
 
 #[cfg(test)]

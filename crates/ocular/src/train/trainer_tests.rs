@@ -336,3 +336,16 @@ fn threads_do_not_change_what_is_learned() {
 
 #[path = "trainer_heads_tests.rs"]
 mod heads;
+
+#[test]
+fn the_eta_prices_each_stage_at_its_own_pace() {
+    // 0.4 s a warm-up step, 0.9 s a question step.
+    let both = eta_secs([10, 20], [(100, 40.0), (50, 45.0)]);
+    assert!((both - (10.0 * 0.4 + 20.0 * 0.9)).abs() < 1e-9, "{both}");
+    // Before any question step, the question steps are guessed at the warm-up's pace.
+    let warm_only = eta_secs([10, 20], [(10, 4.0), (0, 0.0)]);
+    assert!((warm_only - 30.0 * 0.4).abs() < 1e-9, "{warm_only}");
+    // A resumed run past its warm-up: only question steps are left.
+    assert!((eta_secs([0, 5], [(0, 0.0), (5, 4.5)]) - 4.5).abs() < 1e-9);
+    assert_eq!(eta_secs([3, 3], [(0, 0.0), (0, 0.0)]), 0.0);
+}
