@@ -157,16 +157,8 @@ fn the_builtin_model_scores_on_200_fresh_scenes() {
     assert!(report["grounding"]["mean_iou"].as_f64().unwrap() >= 0.0, "{report}");
 }
 
-/// `<|object_ref_start|>NAME<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>` with
-/// coordinates on the 0-1000 grid, the top-left corner first.
+/// One labelled box on the 0-1000 grid, read by the parser `ocular ground` and the server use.
 fn is_box_answer(answer: &str) -> bool {
-    let Some(rest) = answer.strip_prefix("<|object_ref_start|>the ") else { return false };
-    let Some((_, rest)) = rest.split_once("<|object_ref_end|><|box_start|>(") else { return false };
-    let Some(coords) = rest.strip_suffix(")<|box_end|>") else { return false };
-    let numbers: Vec<Option<u32>> =
-        coords.split(&[',', '(', ')'][..]).filter(|s| !s.is_empty()).map(|s| s.parse().ok()).collect();
-    match numbers[..] {
-        [Some(x1), Some(y1), Some(x2), Some(y2)] => x1 <= x2 && y1 <= y2 && x2 <= 1000 && y2 <= 1000,
-        _ => false,
-    }
+    let read = ocular::ground::parse(answer, ocular::ground::Coords::Grid1000, (1000, 1000));
+    read.problems.is_empty() && read.boxes.len() == 1 && read.boxes[0].label.is_some()
 }
