@@ -42,6 +42,12 @@ pub fn main(args: Args) -> Result<()> {
         config.out = out;
     }
     let threads = common::example_threads(args.threads);
+    // The trainer gives each thread whole items; candle's own per-operation thread pool would
+    // make those threads queue for it and spin (steps 2.5x slower with CANDLE_NUM_THREADS=2 on
+    // 2 cores). Set before the first tensor operation, which starts that pool.
+    if threads > 1 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let mut trainer = Trainer::new(config, args.resume)?;
     trainer.set_threads(threads)?;
     if !args.quiet {

@@ -226,10 +226,12 @@ impl Trainer {
         Ok((total.ok_or_else(|| Error::Invalid("empty batch".into()))?, weight))
     }
 
-    /// `n` packed groups of examples about shared media.
+    /// `n` packed groups of examples about shared media: drawn in order from `generator`,
+    /// prepared (tokenised, pixels and positions) on the pool's threads.
     fn samples(&self, generator: &mut Generator, n: usize) -> Result<Vec<Sample>> {
         let questions = self.config.optim.questions_per_image.max(1);
-        (0..n).map(|_| sample(&self.model, &self.template, &generator.group(questions))).collect()
+        let groups: Vec<_> = (0..n).map(|_| generator.group(questions)).collect();
+        parallel::map(self.pool.as_ref(), &groups, &|group| sample(&self.model, &self.template, group))
     }
 
     /// Mean loss on held-out examples (a seed no training step uses).

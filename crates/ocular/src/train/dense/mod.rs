@@ -59,17 +59,20 @@ pub enum DenseItem {
     Video(Vec<Scene>, Direction),
 }
 
-/// `images` scenes and `videos` clips for dense step `step`, each drawn from its own stream so
-/// any step can be redone (and the scenes do not depend on the clips).
+/// `videos` clips and `images` scenes for dense step `step`, each drawn from its own stream so
+/// any step can be redone (and the scenes do not depend on the clips). The clips, each several
+/// frames, come first so that the threads start on them and finish the step together.
 pub fn items(seed: u64, step: u64, config: &SceneConfig, images: usize, videos: usize) -> Vec<DenseItem> {
     let mix = step.wrapping_mul(0x2545_F491_4F6C_DD1D);
-    let mut rng = Rng::seed_from_u64(seed ^ 0xD3E5_E000_0000_0000 ^ mix);
-    let mut out: Vec<DenseItem> = (0..images).map(|_| DenseItem::Image(scene(&mut rng, config))).collect();
     let mut rng = Rng::seed_from_u64(seed ^ 0x71DE_0000_0000_0000 ^ mix);
-    out.extend((0..videos).map(|_| {
-        let (frames, direction) = moving_clip(&mut rng, config);
-        DenseItem::Video(frames, direction)
-    }));
+    let mut out: Vec<DenseItem> = (0..videos)
+        .map(|_| {
+            let (frames, direction) = moving_clip(&mut rng, config);
+            DenseItem::Video(frames, direction)
+        })
+        .collect();
+    let mut rng = Rng::seed_from_u64(seed ^ 0xD3E5_E000_0000_0000 ^ mix);
+    out.extend((0..images).map(|_| DenseItem::Image(scene(&mut rng, config))));
     out
 }
 
@@ -320,7 +323,7 @@ mod tests {
         assert_eq!(items(1, 5, &config, 3, 1), items(1, 5, &config, 3, 1));
         assert_ne!(items(1, 5, &config, 3, 0), items(1, 6, &config, 3, 0));
         let with_clips = items(1, 5, &config, 3, 2);
-        assert_eq!(with_clips[..3], items(1, 5, &config, 3, 0)[..]);
-        assert!(matches!(&with_clips[3], DenseItem::Video(frames, _) if frames.len() >= config.min_frames));
+        assert_eq!(with_clips[2..], items(1, 5, &config, 3, 0)[..]);
+        assert!(matches!(&with_clips[0], DenseItem::Video(frames, _) if frames.len() >= config.min_frames));
     }
 }
