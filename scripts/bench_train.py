@@ -11,6 +11,7 @@ machine: training uses every core.
 """
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,11 @@ def main() -> None:
     p.add_argument("binaries", nargs="+")
     args = p.parse_args()
     n = args.steps
+    if n < 20:
+        sys.exit(f"--steps {n}: at least 20, so that each stage has timed steps after its first 10")
+    for binary in args.binaries:
+        if not shutil.which(binary):
+            sys.exit(f"{binary}: not an executable (give the path of an `ocular` binary)")
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.toml"
         config.write_text(shortened(Path(args.config).read_text(), n))
