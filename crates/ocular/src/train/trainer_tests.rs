@@ -255,6 +255,48 @@ fn loss_falls_runs_resume_and_the_folder_loads() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// A run interrupted after its warm-up and resumed ends with the same weights, bit for bit, as
+/// one run straight through (the built-in model was made so: configs/builtin.toml).
+#[test]
+fn a_run_resumed_after_its_warm_up_ends_bit_for_bit_as_one_run() {
+    let (straight, interrupted) = (scratch("train-straight"), scratch("train-interrupted"));
+    let config = |out: &Path| {
+        let mut c = tiny(out, 2);
+        c.dense.warmup_steps = 2;
+        c.dense.warmup_batch_size = 2;
+        c.optim.vision_lr_scale = 0.0;
+        c.optim.checkpoint_every = 2;
+        c
+    };
+    let copy_folder = |from: &Path, to: &Path| {
+        for dir in ["", "checkpoint"] {
+            std::fs::create_dir_all(to.join(dir)).unwrap();
+            for entry in std::fs::read_dir(from.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    std::fs::copy(&path, to.join(dir).join(path.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+    };
+    let mut trainer = Trainer::new(config(&straight), false).unwrap();
+    trainer
+        .run(&mut |p| {
+            if p.step == 2 {
+                copy_folder(&straight, &interrupted);
+            }
+        })
+        .unwrap();
+    let mut resumed = Trainer::new(config(&interrupted), true).unwrap();
+    assert_eq!(resumed.step(), 2);
+    resumed.run(&mut |_| {}).unwrap();
+    let weights = |out: &Path| std::fs::read(out.join("model.safetensors")).unwrap();
+    assert!(weights(&straight) == weights(&interrupted), "the resumed run's weights differ");
+    for out in [straight, interrupted] {
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
+
 /// `vision_lr_scale = 0` freezes the vision tower and merger on question steps (a dense
 /// warm-up still trains them); the language model trains as usual.
 #[test]
