@@ -93,6 +93,10 @@ pub struct ModelShape {
     pub text_kv_heads: usize,
     pub text_intermediate: usize,
     pub rope_theta: f64,
+    /// M-RoPE's frequency pairs of each text head for time, height and width, highest
+    /// frequencies first (summing to head_dim / 2). Unset: Qwen2-VL's proportions (16/24/24
+    /// of 64), which leave width the lowest frequencies.
+    pub mrope_section: Option<[usize; 3]>,
     /// Write a chat template that puts a user's text before its images and videos (Qwen2-VL's
     /// puts them first): every vision token then sees the question.
     pub text_before_media: bool,
@@ -182,6 +186,7 @@ impl Default for ModelShape {
             text_kv_heads: 2,
             text_intermediate: 768,
             rope_theta: 10_000.0,
+            mrope_section: None,
             text_before_media: false,
             split_digits: false,
             min_pixels: 56 * 56,
@@ -291,6 +296,14 @@ impl TrainConfig {
                 m.text_hidden, m.text_heads
             ));
         }
+        if let Some(section) = m.mrope_section.filter(|s| s.iter().sum::<usize>() != head_dim / 2) {
+            return Err(format!(
+                "model.mrope_section {section:?} must sum to head_dim / 2 = {} (text_hidden {} / text_heads {} / 2)",
+                head_dim / 2,
+                m.text_hidden,
+                m.text_heads
+            ));
+        }
         let d = &self.dense;
         if d.enabled() && (d.batch_size == 0 || d.warmup_batch_size == 0 || !(d.lr > 0.0) || !(d.weight >= 0.0)) {
             return Err(format!(
@@ -342,6 +355,18 @@ mod tests {
         config.model.vision_patch_size = 1;
         let e = config.validate().unwrap_err();
         assert!(e.contains("model.vision_patch_size 1"), "{e}");
+    }
+
+    #[test]
+    fn an_mrope_section_must_cover_the_text_head() {
+        let config = |text: &str| {
+            let c: TrainConfig = toml::from_str(text).unwrap();
+            c.validate().map(|_| c.model.mrope_section)
+        };
+        assert_eq!(config("[model]\nmrope_section = [4, 8, 20]"), Ok(Some([4, 8, 20])));
+        assert_eq!(config("[model]\ntext_hidden = 256"), Ok(None));
+        let e = config("[model]\nmrope_section = [4, 8, 8]").unwrap_err();
+        assert!(e.contains("model.mrope_section [4, 8, 8]") && e.contains("head_dim / 2 = 32"), "{e}");
     }
 
     #[test]

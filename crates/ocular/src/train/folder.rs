@@ -48,11 +48,12 @@ pub fn copy_base(base: &Path, dir: &Path) -> Result<()> {
 
 fn model_config(m: &ModelShape, id: &dyn Fn(&str) -> u32) -> Value {
     let head_dim = m.text_hidden / m.text_heads;
-    // M-RoPE sections over head_dim / 2 frequency pairs: a quarter for time, the rest split
-    // between rows and columns (Qwen2-VL's proportions, 16/24/24 of 64).
+    // M-RoPE sections over head_dim / 2 frequency pairs, unless the config sets them: a quarter
+    // for time, the rest split between rows and columns (Qwen2-VL's proportions, 16/24/24 of 64).
     let half = head_dim / 2;
     let t = half / 4;
     let h = (half - t) / 2;
+    let section = m.mrope_section.unwrap_or([t, h, half - t - h]);
     json!({
         "architectures": ["Qwen2VLForConditionalGeneration"],
         "model_type": "qwen2_vl",
@@ -72,7 +73,7 @@ fn model_config(m: &ModelShape, id: &dyn Fn(&str) -> u32) -> Value {
             "hidden_act": "silu",
             "max_position_embeddings": 4096,
             "rms_norm_eps": 1e-6,
-            "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta, "mrope_section": [t, h, half - t - h]},
+            "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta, "mrope_section": section},
             "tie_word_embeddings": true,
             "bos_token_id": id(SPECIAL_TOKENS[0]),
             "eos_token_id": id("<|im_end|>"),

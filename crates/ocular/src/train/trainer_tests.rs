@@ -331,6 +331,24 @@ fn a_zero_vision_lr_scale_freezes_the_vision_side_after_the_warm_up() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// `[model] mrope_section` and `rope_theta` reach the written config.json, which loads.
+#[test]
+fn the_rotary_settings_are_written_to_the_model_folder() {
+    let out = scratch("mrope-section");
+    let mut config = tiny(&out, 1);
+    config.model.mrope_section = Some([1, 2, 5]);
+    config.model.rope_theta = 20.0;
+    let _trainer = Trainer::new(config, false).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let rope = &written["text_config"]["rope_parameters"];
+    assert_eq!(
+        (rope["mrope_section"].clone(), rope["rope_theta"].as_f64()),
+        (serde_json::json!([1, 2, 5]), Some(20.0))
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// `[model] split_digits` writes a tokenizer that spells numbers digit by digit, and the
 /// model folder loads with it.
 #[test]
