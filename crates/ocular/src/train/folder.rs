@@ -46,6 +46,47 @@ pub fn copy_base(base: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A resumed run keeps the shape its folder was made with; a `[model]` that asks for another
+/// (a changed rotary base, say) would otherwise be ignored without a word, so it is an error
+/// that names the first field that differs.
+pub fn check_resumed_shape(dir: &Path, m: &ModelShape) -> Result<()> {
+    for (name, wanted) in [("config.json", model_config(m, &|_| 0)), ("processor_config.json", processor_config(m))] {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::model_file(&path, e))?;
+        let found: Value = serde_json::from_str(&text).map_err(|e| Error::model_file(&path, e))?;
+        if let Some((field, wanted, found)) = first_difference(&wanted, &found, String::new()) {
+            return Err(Error::model_file(
+                &path,
+                format!(
+                    "{field} is {found} but the training config's [model] asks for {wanted}; a resumed run \
+                     keeps the shape it started with (restore the config, or train into a new `out`)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first leaf of `wanted` that `found` lacks or holds otherwise (numbers compared as
+/// numbers, so 20 and 20.0 agree; token ids, which the tokenizer decides, are skipped).
+fn first_difference(wanted: &Value, found: &Value, at: String) -> Option<(String, Value, Value)> {
+    match (wanted, found) {
+        (Value::Object(w), _) => w.iter().find_map(|(key, value)| {
+            let field = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+            if key.ends_with("token_id") {
+                return None;
+            }
+            first_difference(value, found.get(key).unwrap_or(&Value::Null), field)
+        }),
+        (Value::Number(w), Value::Number(f)) if w.as_f64() == f.as_f64() => None,
+        (Value::Array(w), Value::Array(f)) if w.len() == f.len() => {
+            w.iter().zip(f).enumerate().find_map(|(i, (w, f))| first_difference(w, f, format!("{at}[{i}]")))
+        }
+        _ if wanted == found => None,
+        _ => Some((at, wanted.clone(), found.clone())),
+    }
+}
+
 fn model_config(m: &ModelShape, id: &dyn Fn(&str) -> u32) -> Value {
     let head_dim = m.text_hidden / m.text_heads;
     // M-RoPE sections over head_dim / 2 frequency pairs, unless the config sets them: a quarter

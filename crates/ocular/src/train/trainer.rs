@@ -87,6 +87,9 @@ impl Trainer {
                 "no checkpoint to resume from (expected model.safetensors there)",
             ));
         }
+        if resuming && config.base.is_none() {
+            folder::check_resumed_shape(&out, &config.model)?;
+        }
         if !resuming {
             match &config.base {
                 Some(base) => folder::copy_base(base, &out)?,

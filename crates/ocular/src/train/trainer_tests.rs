@@ -249,6 +249,17 @@ fn loss_falls_runs_resume_and_the_folder_loads() {
     resumed.run(&mut |p| steps.push(p.step)).unwrap();
     assert_eq!(steps, vec![13, 14]);
 
+    // A resumed run whose [model] differs from the folder's is refused, naming the field.
+    let mut other = tiny(&out, 16);
+    other.model.rope_theta = 20.0;
+    let message = Trainer::new(other, true).err().expect("a changed rotary base must not resume").to_string();
+    assert!(message.contains("config.json") && message.contains("rope_theta is 10000"), "{message}");
+    assert!(message.contains("asks for 20"), "{message}");
+    let mut other = tiny(&out, 16);
+    other.model.max_pixels = 84 * 84;
+    let message = Trainer::new(other, true).err().expect("a changed image size must not resume").to_string();
+    assert!(message.contains("processor_config.json") && message.contains("longest_edge"), "{message}");
+
     // The folder is a normal model folder.
     let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
     assert_eq!(pipeline.model.info().family, "qwen2_vl");
