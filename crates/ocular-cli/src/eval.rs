@@ -31,6 +31,10 @@ pub struct Args {
     /// correct, and iou for boxes), each line as soon as it is scored.
     #[arg(long, value_name = "FILE")]
     predictions: Option<PathBuf>,
+    /// Also save every example's images (and video frames) as PNG files in DIR, named by the
+    /// example's number and task, and list them in its line of `--predictions`.
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
     /// Threads answering examples at once, one example per thread at a time (default: every
     /// core). The answers do not depend on it.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -60,7 +64,10 @@ pub fn main(args: Args) -> Result<()> {
         ))),
         None => None,
     };
-    let write_error: RefCell<Option<std::io::Error>> = RefCell::new(None);
+    if let Some(dir) = &args.images {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the image folder {}", dir.display()))?;
+    }
+    let write_error: RefCell<Option<anyhow::Error>> = RefCell::new(None);
     let pool = eval::pool(crate::common::example_threads(args.threads))?;
     let pipeline = args.model.load()?;
     let terminal = std::io::stderr().is_terminal();
@@ -68,10 +75,22 @@ pub fn main(args: Args) -> Result<()> {
     let mut last_tenth = None;
     // On a terminal the count is rewritten in place; elsewhere a line at each tenth of the run.
     let each = |scored: &Scored| {
+        let saved = match &args.images {
+            Some(dir) => save_images(dir, scored).unwrap_or_else(|e| {
+                write_error.borrow_mut().get_or_insert(e);
+                vec![]
+            }),
+            None => vec![],
+        };
         if let Some(out) = &predictions {
-            let line = prediction_line(scored);
+            let mut line = prediction_line(scored);
+            if args.images.is_some() {
+                line["images"] = serde_json::json!(saved);
+            }
             let mut out = out.borrow_mut();
             if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                let path = args.predictions.as_ref().expect("predictions are written to a file");
+                let e = anyhow::Error::new(e).context(format!("cannot write predictions to {}", path.display()));
                 write_error.borrow_mut().get_or_insert(e);
             }
         }
@@ -94,8 +113,8 @@ pub fn main(args: Args) -> Result<()> {
     if line_open.get() {
         eprintln!();
     }
-    if let (Some(e), Some(path)) = (write_error.into_inner(), &args.predictions) {
-        return Err(e).with_context(|| format!("cannot write predictions to {}", path.display()));
+    if let Some(e) = write_error.into_inner() {
+        return Err(e);
     }
     let report = report?;
     if args.json {
@@ -104,6 +123,20 @@ pub fn main(args: Args) -> Result<()> {
         println!("{}", report.table());
     }
     Ok(())
+}
+
+/// Writes the example's images, or its video's frames, to `dir`; returns their paths.
+fn save_images(dir: &std::path::Path, s: &Scored) -> Result<Vec<String>> {
+    let stem = format!("{:05}-{}", s.done, s.example.kind.name());
+    let named = s.example.images.iter().enumerate().map(|(i, image)| (format!("{stem}-{}.png", i + 1), image));
+    let frames = s.example.video.iter().flatten().enumerate().map(|(i, f)| (format!("{stem}-frame{}.png", i + 1), f));
+    let mut paths = vec![];
+    for (name, image) in named.chain(frames) {
+        let path = dir.join(name);
+        image.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        paths.push(path.display().to_string());
+    }
+    Ok(paths)
 }
 
 /// One answer as a JSON line: what was asked, what was expected, what the model said.

@@ -70,9 +70,12 @@ fn too_few_examples_or_an_unknown_suite_are_usage_errors() {
 #[test]
 fn predictions_file_has_every_answer_and_agrees_with_the_report() {
     let m = model();
-    let file = common::scratch("eval-predictions").join("answers.jsonl");
+    let dir = common::scratch("eval-predictions");
+    let file = dir.join("answers.jsonl");
     let f = file.to_str().unwrap();
-    let out = ocular(&["eval", "-q", "--model", &m, "--n", "14", "--seed", "1", "--json", "--predictions", f]);
+    let images = dir.join("images");
+    let args = ["eval", "-q", "--model", &m, "--n", "14", "--seed", "1", "--json", "--predictions", f];
+    let out = ocular(&[&args[..], &["--images", images.to_str().unwrap()]].concat());
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let lines: Vec<Value> =
@@ -86,6 +89,18 @@ fn predictions_file_has_every_answer_and_agrees_with_the_report() {
             assert!(l["expected"].as_str().is_some_and(|a| !a.is_empty()), "{l}");
             assert!(l["answer"].is_string() && l["correct"].is_boolean(), "{l}");
             assert_eq!(l.get("iou").is_some(), name == "grounding", "{l}");
+            // Each example's pictures are saved and listed: two images to compare, a clip's
+            // 4 to 8 frames, one image otherwise.
+            let saved: Vec<&str> = l["images"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+            match name {
+                "multi_image" => assert_eq!(saved.len(), 2, "{l}"),
+                "video" => assert!((4..=8).contains(&saved.len()) && saved[0].ends_with("-video-frame1.png"), "{l}"),
+                _ => assert_eq!(saved.len(), 1, "{l}"),
+            }
+            for path in saved {
+                let (w, h) = image::image_dimensions(path).unwrap();
+                assert!(w >= 28 && h >= 28 && std::path::Path::new(path).starts_with(&images), "{path}: {w}x{h}");
+            }
         }
         let right = mine.iter().filter(|l| l["correct"] == true).count() as f64;
         assert_eq!(report["tasks"][name]["accuracy"].as_f64().unwrap() * 2.0, right, "{name}");
@@ -95,12 +110,17 @@ fn predictions_file_has_every_answer_and_agrees_with_the_report() {
 }
 
 #[test]
-fn an_unwritable_predictions_file_is_named_before_loading() {
+fn an_unwritable_predictions_file_or_image_folder_is_named_before_loading() {
     let m = model();
     let out = ocular(&["eval", "--model", &m, "--n", "7", "--predictions", "/no/such/dir/answers.jsonl"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot write predictions to /no/such/dir/answers.jsonl"), "{err}");
+    assert!(!err.contains("loading") && !err.contains("panicked"), "{err}");
+    let out = ocular(&["eval", "--model", &m, "--n", "7", "--images", "/dev/null/images"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot create the image folder /dev/null/images"), "{err}");
     assert!(!err.contains("loading") && !err.contains("panicked"), "{err}");
 }
 
