@@ -83,7 +83,8 @@ pub fn main(args: Args) -> Result<()> {
                 let line = d.count.map_or(line.clone(), |c| format!("{line} count {c:.4}"));
                 let line = d.inventory.map_or(line.clone(), |i| format!("{line} inventory {i:.4}"));
                 let line = d.motion.map_or(line.clone(), |m| format!("{line} motion {m:.4}"));
-                d.order.map_or(line.clone(), |o| format!("{line} order {o:.4}"))
+                let line = d.order.map_or(line.clone(), |o| format!("{line} order {o:.4}"));
+                d.boxes.map_or(line.clone(), |b| format!("{line} boxes {b:.4}"))
             }
             None => line,
         };

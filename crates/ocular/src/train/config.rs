@@ -69,6 +69,11 @@ pub struct Dense {
     /// Also label, wherever an object's shape is labelled, its place in the caption's order
     /// (left to right) and the colour and shape of the object after it.
     pub order: bool,
+    /// Also label, wherever an object's shape is labelled, the tenth of the image's width and
+    /// height holding each edge of the object's box (the first digit of a grounding answer's
+    /// 0-1000 coordinates), with a head of its own (`box_head.safetensors` in checkpoints), so
+    /// that a finished warm-up can be resumed with it added.
+    pub boxes: bool,
     /// Moving-object clips per dense step, besides the scenes: their tokens learn their colour
     /// and the direction of motion (or "still") of the object under them.
     pub videos: usize,
@@ -237,6 +242,7 @@ impl Default for Dense {
             relations_none: true,
             inventory: false,
             order: false,
+            boxes: false,
             videos: 0,
         }
     }

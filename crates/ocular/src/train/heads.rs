@@ -17,11 +17,15 @@ use crate::models::qwen2_vl::Qwen2Vl;
 
 /// The dense head's variables in a checkpoint.
 pub const DENSE_HEAD_FILE: &str = "dense_head.safetensors";
+/// The dense box head's variables in a checkpoint.
+pub const BOX_HEAD_FILE: &str = "box_head.safetensors";
 /// The position head's variables in a checkpoint.
 pub const POSITION_HEAD_FILE: &str = "position_head.safetensors";
 
 pub struct Heads {
     pub dense: Option<(DenseHead, VarMap)>,
+    /// With `[dense] boxes`, the dense head's box part's variables.
+    pub boxes: Option<VarMap>,
     pub position: Option<(PositionHead, VarMap)>,
 }
 
@@ -31,14 +35,17 @@ impl Heads {
     /// then starts seeded (see [`Self::fresh_position`]).
     pub fn new(config: &TrainConfig, model: &Qwen2Vl, checkpoint: Option<&Path>) -> Result<Self> {
         let hidden = model.config().text.hidden_size;
-        let dense = if config.dense.enabled() {
+        let (mut dense, mut boxes) = (None, None);
+        if config.dense.enabled() {
             let vars = VarMap::new();
-            let head = DenseHead::new(builder(&vars), hidden, &config.dense)?;
+            let box_vars = config.dense.boxes.then(VarMap::new);
+            let head = DenseHead::new(builder(&vars), box_vars.as_ref().map(builder), hidden, &config.dense)?;
             fill(&vars, checkpoint, DENSE_HEAD_FILE, false, config.seed)?;
-            Some((head, vars))
-        } else {
-            None
-        };
+            if let Some(box_vars) = &box_vars {
+                fill(box_vars, checkpoint, BOX_HEAD_FILE, true, config.seed)?;
+            }
+            (dense, boxes) = (Some((head, vars)), box_vars);
+        }
         let layers = model.config().text.num_hidden_layers;
         let position = match config.optim.position_layer {
             0 => None,
@@ -54,12 +61,12 @@ impl Heads {
                 Some((head, vars))
             }
         };
-        Ok(Self { dense, position })
+        Ok(Self { dense, boxes, position })
     }
 
     /// Every head's variables.
     pub fn var_maps(&self) -> impl Iterator<Item = &VarMap> {
-        self.dense.iter().map(|(_, v)| v).chain(self.position.iter().map(|(_, v)| v))
+        self.dense.iter().map(|(_, v)| v).chain(&self.boxes).chain(self.position.iter().map(|(_, v)| v))
     }
 
     /// Whether a position head resumed from `checkpoint` starts fresh (the checkpoint lacks it).
@@ -67,10 +74,18 @@ impl Heads {
         self.position.is_some() && !checkpoint.join(POSITION_HEAD_FILE).is_file()
     }
 
+    /// Whether a box head resumed from `checkpoint` starts fresh (the checkpoint lacks it).
+    pub fn fresh_boxes(&self, checkpoint: &Path) -> bool {
+        self.boxes.is_some() && !checkpoint.join(BOX_HEAD_FILE).is_file()
+    }
+
     /// Each head's variables into the checkpoint folder `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         if let Some((_, vars)) = &self.dense {
             vars.save(dir.join(DENSE_HEAD_FILE))?;
+        }
+        if let Some(vars) = &self.boxes {
+            vars.save(dir.join(BOX_HEAD_FILE))?;
         }
         if let Some((_, vars)) = &self.position {
             vars.save(dir.join(POSITION_HEAD_FILE))?;

@@ -13,9 +13,9 @@ use super::config::{LossWeighting, TrainConfig};
 pub use super::dense::DenseParts;
 use super::dense::{self, DenseItem};
 use super::folder;
-#[cfg(test)]
-use super::heads::DENSE_HEAD_FILE;
 use super::heads::{Heads, POSITION_HEAD_FILE};
+#[cfg(test)]
+use super::heads::{BOX_HEAD_FILE, DENSE_HEAD_FILE};
 use super::optim::{learning_rate, AdamW};
 use super::parallel::{self, Part};
 use super::position::PositionHead;
@@ -125,8 +125,9 @@ impl Trainer {
         let mut optimizer = AdamW::new(vars)?;
         if resuming {
             let fresh_position = heads.fresh_position(&checkpoint);
+            let fresh_boxes = heads.fresh_boxes(&checkpoint);
             optimizer.load(&checkpoint.join("optimizer.safetensors"), &|name| {
-                fresh_position && name.starts_with("position_head")
+                (fresh_position && name.starts_with("position_head")) || (fresh_boxes && name.starts_with("box_head"))
             })?;
             if fresh_position && optimizer.step > config.dense.warmup_steps {
                 return Err(Error::model_file(

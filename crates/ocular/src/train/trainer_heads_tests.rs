@@ -199,3 +199,25 @@ fn a_position_head_may_join_a_run_at_its_first_question_step_only() {
     assert!(checkpoint.join(POSITION_HEAD_FILE).is_file());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Box labels ([dense] boxes) have a head of their own, so that a finished warm-up resumes with
+/// them added: the head starts seeded, reports its part, and is saved with the checkpoint.
+#[test]
+fn box_labels_join_a_resumed_warm_up_with_a_head_of_their_own() {
+    let out = scratch("train-boxes-join");
+    let mut config = tiny(&out, 0);
+    config.dense = Dense { warmup_steps: 2, warmup_batch_size: 2, covered: true, ..Default::default() };
+    let mut seen = vec![];
+    Trainer::new(config.clone(), false).unwrap().run(&mut |p| seen.extend(p.dense.map(|d| d.boxes))).unwrap();
+    assert_eq!(seen, vec![None, None]);
+    assert!(!out.join("checkpoint").join(BOX_HEAD_FILE).exists());
+    config.dense.warmup_steps = 6;
+    config.dense.boxes = true;
+    let mut boxes = vec![];
+    Trainer::new(config, true).unwrap().run(&mut |p| boxes.extend(p.dense.and_then(|d| d.boxes))).unwrap();
+    // Four steps of four edges of ten tenths each: about ln 10 per edge at first.
+    assert_eq!(boxes.len(), 4, "{boxes:?}");
+    assert!(boxes.iter().all(|b| b.is_finite() && *b > 0.5 && *b < 4.0), "{boxes:?}");
+    assert!(out.join("checkpoint").join(BOX_HEAD_FILE).is_file());
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -3,7 +3,7 @@
 //! which object stands in each relation to the token's object, (for inventory labels) what the
 //! whole image holds, and (for a video's tokens) which way the object under them moves.
 
-use crate::train::scenes::{relation_answer, Colour, Direction, Relation, Scene, Shape, Size};
+use crate::train::scenes::{relation_answer, to_grid, Colour, Direction, Relation, Scene, Shape, Size};
 
 /// The colour class of a token that no object covers; also "no such object" in relation labels.
 pub const BACKGROUND: u32 = Colour::ALL.len() as u32;
@@ -111,6 +111,17 @@ pub fn order_classes(scene: &Scene, object: usize) -> (u32, (u32, u32)) {
         (colour_class(o.colour), shape_class(o.shape))
     });
     (count_class(rank), next)
+}
+
+/// Tenths of the image per box edge: the first digit of a 0-1000 coordinate of 100 or more.
+pub const BOX_BINS: usize = 10;
+
+/// The tenth of the image's width or height holding each edge of `scene.objects[object]`'s
+/// box, left, top, right, bottom (a box touching the far edge is in the last tenth).
+pub fn box_tenths(scene: &Scene, object: usize) -> [u32; 4] {
+    let [x1, y1, x2, y2] = scene.objects[object].bbox();
+    let tenth = |px: f32, extent: u32| (to_grid(px, extent) as usize * BOX_BINS / 1000).min(BOX_BINS - 1) as u32;
+    [tenth(x1, scene.width), tenth(y1, scene.height), tenth(x2, scene.width), tenth(y2, scene.height)]
 }
 
 /// Counts 0 to 8, the most objects a scene holds.
@@ -233,6 +244,18 @@ mod tests {
         assert_eq!(labels.objects, vec![Some(0), None, None, None, None, None, None, None]);
         let big = canvas(vec![object(Shape::Circle, Colour::Blue, [70.0, 42.0], 13.0)]);
         assert_eq!(token_labels(&big, [2, 4]).colours[6], blue);
+    }
+
+    #[test]
+    fn box_labels_are_the_tenths_holding_each_edge() {
+        let scene = canvas(vec![
+            // Box (2, 2)-(26, 26) of 112 x 56: grid 18, 36, 232, 464.
+            object(Shape::Circle, Colour::Red, [14.0, 14.0], 12.0),
+            // Box (88, 30)-(112, 54): grid 786, 536, 1000 (the last tenth), 964.
+            object(Shape::Circle, Colour::Blue, [100.0, 42.0], 12.0),
+        ]);
+        assert_eq!(box_tenths(&scene, 0), [0, 0, 2, 4]);
+        assert_eq!(box_tenths(&scene, 1), [7, 5, 9, 9]);
     }
 
     #[test]

@@ -28,6 +28,12 @@
 //! of each shape and each colour, and whether each colour-shape pair is present. Count and
 //! existence questions then read one token's answer instead of finding and tallying objects.
 //!
+//! With `[dense] boxes`, wherever an object's shape is labelled the token also learns the tenth
+//! of the image's width and height holding each edge of the object's box: the first digits of
+//! its grounding answer. Whether the vision tower can tell where in the image a token lies at
+//! all is the question: its rotary positions are relative, so only the image's borders, as
+//! seen from an object's tokens, say where the object is.
+//!
 //! With `[dense] videos`, each step also holds that many moving-object clips (the video task's
 //! own). Qwen2-VL's vision tower sees a video two frames at a time (one temporal patch, each
 //! attending only to itself), so each time step's tokens learn their colour and, wherever an
@@ -38,8 +44,8 @@ use candle_nn::{Linear, Module, VarBuilder};
 mod labels;
 
 use labels::{
-    colours_with_centres, count_classes, inventory_classes, motion_labels, object_tokens, order_classes,
-    relation_classes, shape_class, size_class, BACKGROUND, COLOUR_CLASSES, COUNT_CLASSES, INVENTORY_COUNTS,
+    box_tenths, colours_with_centres, count_classes, inventory_classes, motion_labels, object_tokens, order_classes,
+    relation_classes, shape_class, size_class, BACKGROUND, BOX_BINS, COLOUR_CLASSES, COUNT_CLASSES, INVENTORY_COUNTS,
     INVENTORY_PAIRS, NO_CENTRE,
 };
 pub use labels::{token_labels, Centre, TokenLabels};
@@ -109,10 +115,12 @@ pub struct DenseParts {
     /// With order labels: the object's place in the caption and the next object's colour and
     /// shape, where shape is labelled.
     pub order: Option<f32>,
+    /// With box labels: the tenths holding the edges of the token's object's box.
+    pub boxes: Option<f32>,
 }
 
 /// The parts [`DenseHead::parts`] gives, in order.
-const PARTS: usize = 9;
+const PARTS: usize = 10;
 const COLOUR: usize = 0;
 const SHAPE: usize = 1;
 const ELSEWHERE: usize = 2;
@@ -122,6 +130,7 @@ const COUNT: usize = 5;
 const INVENTORY: usize = 6;
 const MOTION: usize = 7;
 const ORDER: usize = 8;
+const BOXES: usize = 9;
 
 impl DenseParts {
     /// From the means of the parts [`DenseHead::parts`] gives, in its order.
@@ -137,6 +146,7 @@ impl DenseParts {
             inventory: at(INVENTORY),
             motion: at(MOTION),
             order: at(ORDER),
+            boxes: at(BOXES),
         }
     }
 }
@@ -155,14 +165,17 @@ const MOTION_CLASSES: usize = Direction::ALL.len() + 1;
 /// config asks for: colour, shape, size, relations, counts, inventory, order, then motion.
 pub struct DenseHead {
     linear: Linear,
+    /// With box labels, their own head (see [`Dense::boxes`]).
+    boxes: Option<Linear>,
     config: Dense,
     /// The first motion column: motion comes after every other label.
     motion_first: usize,
 }
 
 impl DenseHead {
-    /// Variables under `dense_head` in `vb` (kept out of the model's own weights).
-    pub fn new(vb: VarBuilder, hidden: usize, config: &Dense) -> Result<Self> {
+    /// Variables under `dense_head` in `vb` (kept out of the model's own weights), and with
+    /// box labels under `box_head` in `boxes_vb`.
+    pub fn new(vb: VarBuilder, boxes_vb: Option<VarBuilder>, hidden: usize, config: &Dense) -> Result<Self> {
         let config = config.clone();
         let extra = match config.labels() {
             DenseLabels::Centre => 0,
@@ -178,7 +191,11 @@ impl DenseHead {
             + if config.order { ORDER_COLUMNS } else { 0 }
             + if config.videos > 0 { MOTION_CLASSES } else { 0 };
         let motion_first = classes.saturating_sub(MOTION_CLASSES);
-        Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, config, motion_first })
+        let boxes = match boxes_vb.filter(|_| config.boxes) {
+            Some(vb) => Some(candle_nn::linear(hidden, 4 * BOX_BINS, vb.pp("box_head"))?),
+            None => None,
+        };
+        Ok(Self { linear: candle_nn::linear(hidden, classes, vb.pp("dense_head"))?, boxes, config, motion_first })
     }
 
     /// How many parts [`Self::parts`] gives (`None` where the labels lack them).
@@ -270,6 +287,11 @@ impl DenseHead {
                 ce(&all, pairs_first, INVENTORY_PAIRS, 2, &every(&pairs))?,
             ])?;
             first += INVENTORY_COLUMNS;
+        }
+        if let Some(head) = &self.boxes {
+            let tenths: Vec<[u32; 4]> = (0..scene.objects.len()).map(|k| box_tenths(scene, k)).collect();
+            let targets: Vec<u32> = shaped.iter().flat_map(|&(_, k)| tenths[k]).collect();
+            parts[BOXES] = summed_ce(&head.forward(&tokens)?, &rows, 0, 4, BOX_BINS, &targets)?;
         }
         if self.config.order {
             let order: Vec<(u32, (u32, u32))> = (0..scene.objects.len()).map(|k| order_classes(scene, k)).collect();
