@@ -42,18 +42,31 @@ impl Schedule {
 }
 
 pub struct AdamW {
-    /// (name, parameter, first moment, second moment)
-    params: Vec<(String, Var, Tensor, Tensor)>,
+    params: Vec<Param>,
+    /// Steps taken by the run (some of them may have updated only some parameters).
     pub step: usize,
+}
+
+struct Param {
+    name: String,
+    var: Var,
+    /// First and second moments.
+    m: Tensor,
+    v: Tensor,
+    /// Updates this parameter has had: its moments' bias correction counts these, not the
+    /// run's steps, so that a part first trained late (the language model after a vision-only
+    /// warm-up, a head added on resuming) starts as AdamW starts, rather than with its moments
+    /// taken as already warm (an update up to ~6x the learning rate in its first steps).
+    updates: usize,
 }
 
 impl AdamW {
     pub fn new(vars: Vec<(String, Var)>) -> Result<Self> {
         let params = vars
             .into_iter()
-            .map(|(n, v)| {
-                let zeros = v.zeros_like()?;
-                Ok((n, v, zeros.clone(), zeros))
+            .map(|(name, var)| {
+                let zeros = var.zeros_like()?;
+                Ok(Param { name, var, m: zeros.clone(), v: zeros, updates: 0 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { params, step: 0 })
@@ -62,17 +75,17 @@ impl AdamW {
     /// Scales `grads` so their global L2 norm is at most `max_norm`; returns the norm before.
     pub fn clip(&self, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
         let mut total = 0f64;
-        for (_, v, _, _) in &self.params {
-            if let Some(g) = grads.get(v.as_tensor()) {
+        for Param { var, .. } in &self.params {
+            if let Some(g) = grads.get(var.as_tensor()) {
                 total += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             }
         }
         let norm = total.sqrt();
         if norm > max_norm {
             let scale = max_norm / (norm + 1e-6);
-            for (_, v, _, _) in &self.params {
-                if let Some(g) = grads.remove(v.as_tensor()) {
-                    grads.insert(v.as_tensor(), (g * scale)?);
+            for Param { var, .. } in &self.params {
+                if let Some(g) = grads.remove(var.as_tensor()) {
+                    grads.insert(var.as_tensor(), (g * scale)?);
                 }
             }
         }
@@ -82,10 +95,11 @@ impl AdamW {
     /// One AdamW step, each parameter at the learning rate `lr_of` gives for its name.
     pub fn apply(&mut self, grads: &GradStore, o: &Optim, lr_of: &dyn Fn(&str) -> f64) -> Result<()> {
         self.step += 1;
-        let t = self.step as i32;
-        let (c1, c2) = (1.0 - o.beta1.powi(t), 1.0 - o.beta2.powi(t));
-        for (name, var, m, v) in self.params.iter_mut() {
+        for Param { name, var, m, v, updates } in self.params.iter_mut() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
+            *updates += 1;
+            let t = *updates as i32;
+            let (c1, c2) = (1.0 - o.beta1.powi(t), 1.0 - o.beta2.powi(t));
             let lr = lr_of(name);
             *m = ((&*m * o.beta1)? + (g * (1.0 - o.beta1))?)?;
             *v = ((&*v * o.beta2)? + (g.sqr()? * (1.0 - o.beta2))?)?;
@@ -101,9 +115,10 @@ impl AdamW {
     /// Saves the moments and step, to resume a run where it stopped.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = HashMap::new();
-        for (name, _, m, v) in &self.params {
+        for Param { name, m, v, updates, .. } in &self.params {
             tensors.insert(format!("m.{name}"), m.clone());
             tensors.insert(format!("v.{name}"), v.clone());
+            tensors.insert(format!("t.{name}"), Tensor::new(&[*updates as u32], m.device())?);
         }
         tensors.insert("step".into(), Tensor::new(&[self.step as u32], m_device(&self.params))?);
         candle_core::safetensors::save(&tensors, path)
@@ -113,24 +128,30 @@ impl AdamW {
     /// (a head added since): their moments stay zero.
     pub fn load(&mut self, path: &Path, fresh: &dyn Fn(&str) -> bool) -> Result<()> {
         let saved = candle_core::safetensors::load(path, m_device(&self.params))?;
-        for (name, _, m, v) in self.params.iter_mut() {
+        let get = |k: &str| {
+            saved.get(k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("{}: no {k}", path.display())))
+        };
+        self.step = get("step")?.to_vec1::<u32>()?[0] as usize;
+        for Param { name, m, v, updates, .. } in self.params.iter_mut() {
             if fresh(name) && !saved.contains_key(&format!("m.{name}")) {
                 continue;
             }
-            let get = |k: String| {
-                saved.get(&k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("{}: no {k}", path.display())))
+            *m = get(&format!("m.{name}"))?;
+            *v = get(&format!("v.{name}"))?;
+            // Checkpoints written before the counts were kept: a parameter updated at all was
+            // updated on every step (vision-only warm-ups, frozen-vision question stages).
+            *updates = match saved.get(&format!("t.{name}")) {
+                Some(t) => t.to_vec1::<u32>()?[0] as usize,
+                None if v.abs()?.sum_all()?.to_scalar::<f32>()? == 0.0 => 0,
+                None => self.step,
             };
-            *m = get(format!("m.{name}"))?;
-            *v = get(format!("v.{name}"))?;
         }
-        let step = saved.get("step").ok_or_else(|| candle_core::Error::Msg(format!("{}: no step", path.display())))?;
-        self.step = step.to_vec1::<u32>()?[0] as usize;
         Ok(())
     }
 }
 
-fn m_device(params: &[(String, Var, Tensor, Tensor)]) -> &candle_core::Device {
-    params.first().map(|p| p.2.device()).unwrap_or(&candle_core::Device::Cpu)
+fn m_device(params: &[Param]) -> &candle_core::Device {
+    params.first().map(|p| p.m.device()).unwrap_or(&candle_core::Device::Cpu)
 }
 
 #[cfg(test)]
@@ -181,6 +202,46 @@ mod tests {
         let mut again = AdamW::new(vec![("x".into(), x.clone())]).unwrap();
         again.load(&path, &|_| false).unwrap();
         assert_eq!(again.step, 300);
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A parameter first trained after others (the language model after the vision warm-up)
+    /// starts as AdamW starts: its first update is the learning rate in size (counting the
+    /// run's steps made it half that here, and ~3x after thousands of steps); and the counts
+    /// survive a checkpoint, so a resumed run goes on exactly.
+    #[test]
+    fn each_parameter_counts_its_own_updates() {
+        let dev = Device::Cpu;
+        let (x, y) = (Var::new(&[1.0f32], &dev).unwrap(), Var::new(&[1.0f32], &dev).unwrap());
+        let vars = || vec![("x".to_string(), x.clone()), ("y".to_string(), y.clone())];
+        let mut opt = AdamW::new(vars()).unwrap();
+        let o = Optim { weight_decay: 0.0, ..Default::default() };
+        let step = |opt: &mut AdamW, both: bool| {
+            let mut loss = (x.as_tensor() * 3.0).unwrap().sum_all().unwrap();
+            if both {
+                loss = (loss + (y.as_tensor() * 5.0).unwrap().sum_all().unwrap()).unwrap();
+            }
+            opt.apply(&loss.backward().unwrap(), &o, &|_| 0.01).unwrap();
+        };
+        for _ in 0..20 {
+            step(&mut opt, false);
+        }
+        assert_eq!(y.as_tensor().to_vec1::<f32>().unwrap(), [1.0]);
+        step(&mut opt, true);
+        let moved = 1.0 - y.as_tensor().to_vec1::<f32>().unwrap()[0];
+        assert!((moved - 0.01).abs() < 1e-5, "first update of y: {moved}");
+        let path = std::env::temp_dir().join(format!("ocular-adamw-counts-{}.safetensors", std::process::id()));
+        opt.save(&path).unwrap();
+        let mut again = AdamW::new(vars()).unwrap();
+        again.load(&path, &|_| false).unwrap();
+        let before = (x.as_tensor().to_vec1::<f32>().unwrap(), y.as_tensor().to_vec1::<f32>().unwrap());
+        step(&mut opt, true);
+        let straight = (x.as_tensor().to_vec1::<f32>().unwrap(), y.as_tensor().to_vec1::<f32>().unwrap());
+        x.set(&Tensor::new(before.0.as_slice(), &dev).unwrap()).unwrap();
+        y.set(&Tensor::new(before.1.as_slice(), &dev).unwrap()).unwrap();
+        step(&mut again, true);
+        let resumed = (x.as_tensor().to_vec1::<f32>().unwrap(), y.as_tensor().to_vec1::<f32>().unwrap());
+        assert_eq!(straight, resumed);
         let _ = std::fs::remove_file(path);
     }
 }
