@@ -266,7 +266,23 @@ fn fill(rng: &mut Rng, templates: &[&str], slots: &[(&str, &str)]) -> String {
     for (key, value) in slots {
         t = t.replace(key, value);
     }
-    surface(rng, &t)
+    surface(rng, &with_articles(&t))
+}
+
+/// "a" becomes "an" before a vowel ("an orange circle"), as a person would type it.
+fn with_articles(text: &str) -> String {
+    let words: Vec<&str> = text.split(' ').collect();
+    let vowel = |w: Option<&&str>| w.and_then(|w| w.chars().next()).is_some_and(|c| "aeiouAEIOU".contains(c));
+    let fixed: Vec<&str> = words
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| match w {
+            "a" if vowel(words.get(i + 1)) => "an",
+            "A" if vowel(words.get(i + 1)) => "An",
+            _ => w,
+        })
+        .collect();
+    fixed.join(" ")
 }
 
 pub fn caption(rng: &mut Rng) -> String {
@@ -350,6 +366,19 @@ mod tests {
         assert!(seen.contains("What colour is the red circle?"));
         assert!(seen.contains("what colour is the red circle"));
         assert!(seen.contains("WHAT COLOUR IS THE RED CIRCLE?"));
+    }
+
+    #[test]
+    fn an_goes_before_a_vowel() {
+        assert_eq!(with_articles("Is there a orange star?"), "Is there an orange star?");
+        assert_eq!(with_articles("A orange one, a red one and a apple"), "An orange one, a red one and an apple");
+        let mut rng = Rng::seed_from_u64(3);
+        for _ in 0..200 {
+            let q = exists(&mut rng, "orange circle").to_lowercase();
+            assert!(!q.contains("a orange") && q.contains("orange circle"), "{q}");
+            let q = both_colour(&mut rng, "orange").to_lowercase();
+            assert!(!q.contains("a orange"), "{q}");
+        }
     }
 
     #[test]
