@@ -1,7 +1,8 @@
 //! The throwaway heads a run trains beside the model: the dense head on the vision tokens
-//! (`train::dense`) and the position head on the language model's image tokens
-//! (`train::position`). Each keeps its variables in a map of its own, saved with checkpoints
-//! and left out of the finished model folder.
+//! (`train::dense`; its box labels in a file of their own, so they can join a finished
+//! warm-up) and the position head on the language model's image tokens (`train::position`).
+//! Each keeps its variables in a map of its own, saved with checkpoints and left out of the
+//! finished model folder.
 
 use std::path::Path;
 
