@@ -89,6 +89,7 @@ pub fn main(args: Args) -> Result<()> {
             None => line,
         };
         let line = p.position.map_or(line.clone(), |q| format!("{line}  position {q:.4}"));
+        let line = p.pointer.map_or(line.clone(), |q| format!("{line}  pointer {q:.4}"));
         if let Some(e) = p.eval_loss {
             eprintln!("{}{line}  held-out loss {e:.4}", if terminal { "\r" } else { "" });
         } else if terminal {

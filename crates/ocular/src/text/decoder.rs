@@ -101,6 +101,22 @@ impl SelfAttention {
 }
 
 impl SelfAttention {
+    /// The softmaxed scores (heads, queries, seq) of the rows `queries` of the normed stream
+    /// `x` (1, seq, hidden) over all of it, as [`Self::forward`] computes them without a cache.
+    fn weights(&self, x: &Tensor, rot: &Rotation, mask: &Tensor, queries: &[u32]) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        let rows = Tensor::new(queries, x.device())?;
+        let heads = |t: Tensor, len: usize, n: usize| t.reshape((b, len, n, self.head_dim))?.transpose(1, 2);
+        let q = heads(self.q_proj.forward(&x.index_select(&rows, 1)?)?, queries.len(), self.num_heads)?;
+        let k = heads(self.k_proj.forward(x)?, seq, self.num_kv_heads)?;
+        let q = apply_rotary(&q.contiguous()?, &rot.cos.index_select(&rows, 0)?, &rot.sin.index_select(&rows, 0)?)?;
+        let k = repeat_kv(&apply_rotary(&k.contiguous()?, &rot.cos, &rot.sin)?, self.num_heads / self.num_kv_heads)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(candle_core::DType::F32)?;
+        let scores = scores.broadcast_add(&mask.index_select(&rows, 0)?)?;
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?.squeeze(0)
+    }
+
     /// One new token for each of several sequences: x (seqs, 1, hidden). The projections run
     /// as one batch; RoPE and attention per sequence, each over its own cache and positions.
     fn decode_batch(&self, x: &Tensor, rots: &[Rotation], caches: &mut [&mut KvCache], layer: usize) -> Result<Tensor> {
@@ -247,21 +263,39 @@ impl CausalDecoder {
         let seq = embeds.dim(1)?;
         let offset = cache.seq_len();
         let mask = if seq > 1 { Some(causal_mask(seq, offset, embeds.device())?) } else { None };
-        Ok(self.run_layers(embeds, rot, mask.as_ref(), cache, None)?.0)
+        Ok(self.run_layers(embeds, rot, mask.as_ref(), cache, &[])?.0)
     }
 
     /// Like [`Self::hidden_states`] from an empty cache, with the caller's (seq, seq) additive
-    /// mask in place of the causal one (training packs several sequences into one). With
-    /// `tap = Some(k)`, also the residual stream after the first `k` layers (an auxiliary loss
-    /// reads it).
+    /// mask in place of the causal one (training packs several sequences into one). For each
+    /// `k` in `taps`, also the residual stream after the first `k` layers (auxiliary losses
+    /// read them), in the order asked.
     pub fn hidden_states_masked(
         &self,
         embeds: &Tensor,
         rot: &Rotation,
         mask: &Tensor,
-        tap: Option<usize>,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        self.run_layers(embeds, rot, Some(mask), &mut self.new_cache(), tap)
+        taps: &[usize],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        self.run_layers(embeds, rot, Some(mask), &mut self.new_cache(), taps)
+    }
+
+    /// Layer `layer`'s attention weights (heads, queries, seq) at the rows `queries` of `x`
+    /// (1, seq, hidden), the residual stream entering that layer (a tap of
+    /// [`Self::hidden_states_masked`] with the same rotation and mask). Recomputed from the
+    /// layer's own projections, so a loss on them trains where the layer looks.
+    pub fn attention_weights(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        rot: &Rotation,
+        mask: &Tensor,
+        queries: &[u32],
+    ) -> Result<Tensor> {
+        let l = self.layers.get(layer).ok_or_else(|| {
+            candle_core::Error::Msg(format!("attention weights: no layer {layer} of {}", self.layers.len()))
+        })?;
+        l.self_attn.weights(&l.input_layernorm.forward(x)?, rot, mask, queries)
     }
 
     fn run_layers(
@@ -270,19 +304,23 @@ impl CausalDecoder {
         rot: &Rotation,
         mask: Option<&Tensor>,
         cache: &mut KvCache,
-        tap: Option<usize>,
-    ) -> Result<(Tensor, Option<Tensor>)> {
+        taps: &[usize],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let mut x = embeds.clone();
-        let mut tapped = None;
-        for (i, layer) in self.layers.iter().enumerate() {
-            if tap == Some(i) {
-                tapped = Some(x.clone());
+        let mut tapped: Vec<Option<Tensor>> = vec![None; taps.len()];
+        for i in 0..=self.layers.len() {
+            for (slot, _) in tapped.iter_mut().zip(taps).filter(|(_, &k)| k == i) {
+                *slot = Some(x.clone());
             }
-            x = layer.forward(&x, rot, mask, (cache, i))?;
+            if let Some(layer) = self.layers.get(i) {
+                x = layer.forward(&x, rot, mask, (cache, i))?;
+            }
         }
-        if tap == Some(self.layers.len()) {
-            tapped = Some(x.clone());
-        }
+        let tapped = tapped
+            .into_iter()
+            .zip(taps)
+            .map(|(t, k)| t.ok_or_else(|| candle_core::Error::Msg(format!("no tap after layer {k}"))))
+            .collect::<Result<_>>()?;
         Ok((self.norm.forward(&x)?, tapped))
     }
 
@@ -304,5 +342,54 @@ impl CausalDecoder {
             x = layer.decode_batch(&x, rots, caches, i)?;
         }
         self.logits(&self.norm.forward(&x)?)?.squeeze(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, D};
+
+    /// The weights training supervises are those the forward pass mixes the values with.
+    #[test]
+    fn attention_weights_are_what_the_forward_pass_uses() {
+        let dev = Device::Cpu;
+        let spec = DecoderSpec {
+            vocab_size: 8,
+            hidden_size: 16,
+            intermediate_size: 8,
+            num_layers: 1,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 4,
+            rms_norm_eps: 1e-6,
+            qkv_bias: true,
+            o_bias: false,
+            mlp_bias: false,
+            hidden_act: Activation::Silu,
+        };
+        let vars = candle_nn::VarMap::new();
+        let attn = SelfAttention::load(&spec, VarBuilder::from_varmap(&vars, DType::F32, &dev)).unwrap();
+        let seq = 5;
+        let x = Tensor::randn(0f32, 1.0, (1, seq, 16), &dev).unwrap();
+        let angles = Tensor::randn(0f32, 1.0, (seq, 2), &dev).unwrap();
+        let rot = Rotation { cos: angles.cos().unwrap(), sin: angles.sin().unwrap() };
+        let mask = causal_mask(seq, 0, &dev).unwrap();
+        let out = attn.forward(&x, &rot, Some(&mask), (&mut KvCache::new(1), 0)).unwrap();
+
+        let queries = [1u32, 4];
+        let w = attn.weights(&x, &rot, &mask, &queries).unwrap();
+        assert_eq!(w.dims(), &[4, 2, seq]);
+        let sums = w.sum(D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+        // Query 1 sees keys 0 and 1 only.
+        assert!(w.get(0).unwrap().get(0).unwrap().to_vec1::<f32>().unwrap()[2..].iter().all(|&p| p == 0.0));
+        let v = attn.v_proj.forward(&x).unwrap().reshape((1, seq, 2, 4)).unwrap().transpose(1, 2).unwrap();
+        let v = repeat_kv(&v, 2).unwrap().squeeze(0).unwrap().contiguous().unwrap();
+        let mixed = w.matmul(&v).unwrap().transpose(0, 1).unwrap().reshape((2, 16)).unwrap();
+        let ours = attn.o_proj.forward(&mixed).unwrap();
+        let theirs = out.squeeze(0).unwrap().index_select(&Tensor::new(&queries, &dev).unwrap(), 0).unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{diff}");
     }
 }

@@ -11,11 +11,12 @@
 
 use candle_core::{Device, Tensor};
 
+use super::pointer::{covered_cells, Pointer};
 use super::scenes::Example;
 use crate::error::{Error, Result};
 use crate::image::Video;
 use crate::models::qwen2_vl::Qwen2Vl;
-use crate::models::{Media, Prepared, VisionLanguageModel};
+use crate::models::{Media, MediaKind, Prepared, VisionLanguageModel};
 use crate::prompt::{ChatTemplate, Message};
 
 pub struct Sample {
@@ -30,6 +31,8 @@ pub struct Sample {
     pub targets: Vec<u32>,
     /// Each packed answer's span of `rows` and `targets`.
     pub answers: Vec<std::ops::Range<usize>>,
+    /// Each grounding answer's box rows and the image tokens its box covers (`train::pointer`).
+    pub pointers: Vec<Pointer>,
 }
 
 pub fn media(example: &Example) -> Media {
@@ -95,8 +98,10 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
     let mut ids = singles[0].prepared.ids[..prefix].to_vec();
     let mut positions = model.position_ids(&singles[0].prepared)?.0[..prefix].to_vec();
     let (mut rows, mut targets, mut branches, mut answers) = (vec![], vec![], vec![], vec![]);
-    for s in &singles {
+    let mut pointers = vec![];
+    for (s, example) in singles.iter().zip(group) {
         let start = ids.len();
+        pointers.extend(pointer(model, s, example, |i| if i < prefix { i } else { start + i - prefix })?);
         let own = &s.prepared.ids;
         ids.extend_from_slice(&own[prefix..]);
         positions.extend_from_slice(&model.position_ids(&s.prepared)?.0[prefix..]);
@@ -119,7 +124,45 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
     } else {
         singles.into_iter().flat_map(|s| s.prepared.media).collect()
     };
-    Ok(Sample { prepared: Prepared { ids, media: media_inputs }, positions, mask, rows, targets, answers })
+    Ok(Sample { prepared: Prepared { ids, media: media_inputs }, positions, mask, rows, targets, answers, pointers })
+}
+
+/// A grounding example's [`Pointer`]: the rows from its answer's `<|box_start|>` up to its
+/// `<|box_end|>` and the image tokens its box covers, as rows of the packed sequence
+/// (`packed` maps the single's own indices there). `None` for other examples.
+fn pointer(model: &Qwen2Vl, s: &Single, example: &Example, packed: impl Fn(usize) -> usize) -> Result<Option<Pointer>> {
+    let tokenizer = model.tokenizer();
+    let (Some(bbox), Some(image), Some(open), Some(close)) = (
+        example.target_box,
+        example.images.first(),
+        tokenizer.token_id("<|box_start|>"),
+        tokenizer.token_id("<|box_end|>"),
+    ) else {
+        return Ok(None);
+    };
+    let own = &s.prepared.ids;
+    let answer = &own[s.answer_start..];
+    let (Some(from), Some(to)) = (answer.iter().position(|&t| t == open), answer.iter().position(|&t| t == close))
+    else {
+        return Ok(None);
+    };
+    let config = model.config();
+    let merge = config.vision.merge_size;
+    let grid = s.prepared.media.iter().find(|m| m.kind == MediaKind::Image).map(|m| m.grid_thw);
+    let tokens: Vec<usize> = (0..own.len()).filter(|&i| own[i] == config.image_token_id).collect();
+    let Some([_, h, w]) = grid else { return Ok(None) };
+    let grid = [h / merge, w / merge];
+    if tokens.len() != grid[0] * grid[1] {
+        return Err(Error::Invalid(format!(
+            "grounding example: {} image tokens for a grid of {} x {} merged tokens",
+            tokens.len(),
+            grid[0],
+            grid[1]
+        )));
+    }
+    let keys = covered_cells(bbox, [image.width(), image.height()], grid).into_iter().map(|c| packed(tokens[c]) as u32);
+    let queries = (s.answer_start + from..s.answer_start + to).map(|i| packed(i) as u32);
+    Ok(Some(Pointer { queries: queries.collect(), keys: keys.collect() }))
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

@@ -147,6 +147,12 @@ pub struct Optim {
     /// `position_weight` against the answers; 0: none.
     pub position_layer: usize,
     pub position_weight: f64,
+    /// With `k` > 0, head `pointer_head` of the language model's layer after its first `k`
+    /// learns to look at the object a grounding answer boxes (see `train::pointer`), weighted
+    /// `pointer_weight` against the answers; 0: none.
+    pub pointer_layer: usize,
+    pub pointer_head: usize,
+    pub pointer_weight: f64,
 }
 
 /// Whether every answer token or every answer weighs the same in the loss.
@@ -221,6 +227,9 @@ impl Default for Optim {
             loss_weighting: LossWeighting::Token,
             position_layer: 0,
             position_weight: 1.0,
+            pointer_layer: 0,
+            pointer_head: 0,
+            pointer_weight: 1.0,
         }
     }
 }

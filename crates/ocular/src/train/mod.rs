@@ -9,6 +9,7 @@ mod heads;
 mod loss;
 pub mod optim;
 pub mod parallel;
+pub mod pointer;
 pub mod position;
 pub mod scenes;
 pub mod tokenizer;

@@ -18,6 +18,7 @@ use super::heads::{Heads, POSITION_HEAD_FILE};
 use super::heads::{BOX_HEAD_FILE, DENSE_HEAD_FILE};
 use super::optim::{learning_rate, AdamW};
 use super::parallel::{self, Part};
+use super::pointer;
 use super::position::PositionHead;
 use super::scenes::Generator;
 use super::weights::{init_weights, load_into};
@@ -42,6 +43,9 @@ pub struct Progress {
     pub dense: Option<DenseParts>,
     /// The position head's loss (see `train::position`) on question steps, when it has one.
     pub position: Option<f32>,
+    /// The pointer loss (see `train::pointer`) on question steps whose samples have boxes,
+    /// with `optim.pointer_layer`.
+    pub pointer: Option<f32>,
     pub tokens_per_sec: f64,
     pub eta_secs: f64,
     /// Mean loss on held-out examples, on the steps that measure it.
@@ -114,6 +118,8 @@ impl Trainer {
             init_weights(&varmap, config.seed)?;
         }
         let heads = Heads::new(&config, &model, resuming.then_some(checkpoint.as_path()))?;
+        let text = &model.config().text;
+        pointer::check(&config.optim, text.num_hidden_layers, text.num_attention_heads)?;
         let mut vars: Vec<(String, Var)> = std::iter::once(&varmap)
             .chain(heads.var_maps())
             .flat_map(|m| {
@@ -163,28 +169,34 @@ impl Trainer {
     /// One sample's answer loss as a sum, weighted as `weighting` says, over its answer tokens
     /// (per token) or its answers (each answer's tokens averaged first).
     fn sample_part(&self, s: &Sample, weighting: LossWeighting) -> Result<Part> {
-        Ok(self.sample_parts(s, weighting, false)?.0)
+        let [answers, ..] = self.sample_parts(s, weighting, false)?;
+        Ok(answers.expect("the answers' part is always computed"))
     }
 
-    /// [`Self::sample_part`], and with `with_position_head` and a position head, its loss on the
-    /// sample's image tokens.
-    fn sample_parts(
-        &self,
-        s: &Sample,
-        weighting: LossWeighting,
-        with_position_head: bool,
-    ) -> Result<(Part, Option<Part>)> {
-        let train_vision = self.config.optim.vision_lr_scale > 0.0;
-        let head = self.heads.position.as_ref().filter(|_| with_position_head).map(|(h, _)| h);
-        let (logits, tapped) = self.model.logits_packed_tapped(
-            &s.prepared,
-            &s.positions,
-            &s.mask,
-            &s.rows,
-            train_vision,
-            head.map(PositionHead::layer),
-        )?;
-        let position = match (head, tapped) {
+    /// [`Self::sample_part`], and with `with_aux`, the position head's loss on the sample's
+    /// image tokens (with a position head) and the pointer loss on its box answers (with
+    /// `optim.pointer_layer`).
+    fn sample_parts(&self, s: &Sample, weighting: LossWeighting, with_aux: bool) -> Result<[Option<Part>; 3]> {
+        let o = &self.config.optim;
+        let train_vision = o.vision_lr_scale > 0.0;
+        let head = self.heads.position.as_ref().filter(|_| with_aux).map(|(h, _)| h);
+        let pointer_layer = (with_aux && o.pointer_layer > 0).then_some(o.pointer_layer);
+        let taps: Vec<usize> = head.map(PositionHead::layer).into_iter().chain(pointer_layer).collect();
+        let (logits, mut tapped) =
+            self.model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision, &taps)?;
+        let pointer = match (pointer_layer, tapped.pop()) {
+            (Some(layer), Some(entering)) if !s.pointers.is_empty() => {
+                let queries: Vec<u32> = s.pointers.iter().flat_map(|p| p.queries.iter().copied()).collect();
+                let weights = self.model.attention_weights_packed(layer, &entering, &s.positions, &s.mask, &queries)?;
+                pointer::part(&weights, &s.pointers, o.pointer_head)?
+            }
+            (None, Some(t)) => {
+                tapped.push(t);
+                None
+            }
+            _ => None,
+        };
+        let position = match (head, tapped.pop()) {
             (Some(head), Some(tapped)) => {
                 let merge = self.model.config().vision.merge_size;
                 let grids: Vec<[usize; 2]> = s
@@ -210,7 +222,7 @@ impl Trainer {
                 Part { sum, count: s.answers.len() as f64 }
             }
         };
-        Ok((answers, position))
+        Ok([Some(answers), position, pointer])
     }
 
     /// The answers' summed cross-entropy over `samples`, weighted as `weighting` says, and the
@@ -262,30 +274,23 @@ impl Trainer {
         dense::items(self.config.seed, step as u64, &self.config.data, n, d.videos)
     }
 
-    /// One item's loss parts: the answers' first, then the dense head's, then (with a position
-    /// head) the position head's.
+    /// One item's loss parts: the answers' first, then the dense head's, then the position
+    /// head's (with one), then the pointer loss (with `optim.pointer_layer`).
     fn item_parts(&self, item: &Item, weighting: LossWeighting) -> Result<Vec<Option<Part>>> {
         let dense_parts = self.heads.dense.as_ref().map_or(0, |(h, _)| h.part_count());
-        let mut parts = match item {
+        let (answers, dense, [position, pointer]) = match item {
             Item::Sample(s) => {
-                let (answers, position) = self.sample_parts(s, weighting, true)?;
-                let mut parts = vec![Some(answers)];
-                parts.extend((0..dense_parts).map(|_| None));
-                parts.push(position);
-                parts
+                let [answers, position, pointer] = self.sample_parts(s, weighting, true)?;
+                (answers, (0..dense_parts).map(|_| None).collect(), [position, pointer])
             }
             Item::Dense(dense) => {
                 let (head, _) = self.heads.dense.as_ref().expect("dense items are drawn for a dense head only");
-                let mut parts: Vec<Option<Part>> =
-                    std::iter::once(None).chain(head.parts(&self.model, dense)?).collect();
-                parts.push(None);
-                parts
+                (None, head.parts(&self.model, dense)?, [None, None])
             }
         };
-        if self.heads.position.is_none() {
-            parts.pop();
-        }
-        Ok(parts)
+        let position = self.heads.position.as_ref().map(|_| position);
+        let pointer = (self.config.optim.pointer_layer > 0).then_some(pointer);
+        Ok(std::iter::once(answers).chain(dense).chain(position).chain(pointer).collect())
     }
 
     /// Trains `dense.warmup_steps` vision-only steps, then `optim.steps` question steps,
@@ -319,12 +324,15 @@ impl Trainer {
             let weights: Vec<f64> = std::iter::once(1.0)
                 .chain((0..dense_parts).map(|_| dense_weight))
                 .chain(self.heads.position.as_ref().map(|_| o.position_weight))
+                .chain((o.pointer_layer > 0).then_some(o.pointer_weight))
                 .collect();
             let mut computed = parallel::step(self.pool.as_ref(), &items, &weights, &self.vars, |item| {
                 self.item_parts(item, o.loss_weighting)
             })?;
             let dense = (!dense_items.is_empty()).then(|| DenseParts::from_means(&computed.means[1..=dense_parts]));
-            let position = self.heads.position.as_ref().and_then(|_| computed.means.last().copied().flatten());
+            let aux = |i: usize| computed.means.get(1 + dense_parts + i).copied().flatten();
+            let position = self.heads.position.as_ref().and_then(|_| aux(0));
+            let pointer = (o.pointer_layer > 0).then(|| aux(usize::from(self.heads.position.is_some()))).flatten();
             // What the step reports: the dense loss in the warm-up, the answers' after.
             let (loss, lr) = if warm {
                 // A short linear ramp, then constant or cosine: the warm-up is a stage of its own.
@@ -363,6 +371,7 @@ impl Trainer {
                 grad_norm,
                 dense,
                 position,
+                pointer,
                 tokens_per_sec: tokens as f64 / timed[1].1.max(1e-9),
                 eta_secs: eta_secs(left, timed),
                 eval_loss,

@@ -3,6 +3,7 @@
 //! (`train::position`).
 use super::super::*;
 use super::{scratch, tiny};
+use crate::models::VisionLanguageModel;
 use crate::train::config::Dense;
 use std::path::Path;
 
@@ -219,5 +220,53 @@ fn box_labels_join_a_resumed_warm_up_with_a_head_of_their_own() {
     assert_eq!(boxes.len(), 4, "{boxes:?}");
     assert!(boxes.iter().all(|b| b.is_finite() && *b > 0.5 && *b < 4.0), "{boxes:?}");
     assert!(out.join("checkpoint").join(BOX_HEAD_FILE).is_file());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The pointer loss ([optim] pointer_layer) supervises where one head of the language model
+/// looks from each row of a box answer: at the image tokens its box covers. Samples carry
+/// those rows and tokens; the loss starts near the uniform attention's and falls; a layer or
+/// head the model lacks is refused by name.
+#[test]
+fn the_pointer_loss_teaches_a_head_to_look_at_the_boxed_object() {
+    let out = scratch("train-pointer");
+    let mut config = tiny(&out, 12);
+    config.model.text_layers = 2;
+    // 4 x 4 merged tokens.
+    (config.model.min_pixels, config.model.max_pixels) = (112 * 112, 112 * 112);
+    config.data.tasks = vec![crate::train::scenes::Task::Grounding];
+    config.optim.pointer_layer = 1;
+    config.optim.pointer_head = 3;
+    let trainer = Trainer::new(config.clone(), false).unwrap();
+    let samples = trainer.samples(&mut generator(&config, 0), 2).unwrap();
+    let tok = trainer.model.tokenizer();
+    let (open, close) = (tok.token_id("<|box_start|>").unwrap(), tok.token_id("<|box_end|>").unwrap());
+    let image = trainer.model.config().image_token_id;
+    let mut covered = vec![];
+    for s in &samples {
+        assert_eq!(s.pointers.len(), s.answers.len());
+        for p in &s.pointers {
+            let ids = &s.prepared.ids;
+            assert_eq!(ids[p.queries[0] as usize], open);
+            assert_eq!(ids[*p.queries.last().unwrap() as usize + 1], close);
+            assert!(p.queries.windows(2).all(|w| w[1] == w[0] + 1), "{:?}", p.queries);
+            assert!(!p.keys.is_empty() && p.keys.iter().all(|&k| ids[k as usize] == image), "{p:?}");
+            covered.push(p.keys.len() as f32 / 16.0);
+        }
+    }
+    // Attention spread evenly over the image (and the text) holds at most the box's share.
+    let chance = covered.iter().map(|c| -c.ln()).sum::<f32>() / covered.len() as f32;
+    let mut seen = vec![];
+    let mut trainer = trainer;
+    trainer.run(&mut |p| seen.push(p.pointer.expect("every sample has a box"))).unwrap();
+    assert!(seen[0] > chance && seen[0] < chance + 3.0, "{seen:?} against {chance}");
+    let mean = |r: std::ops::Range<usize>| seen[r.clone()].iter().sum::<f32>() / r.len() as f32;
+    assert!(mean(8..12) < mean(0..4) - 0.3, "{seen:?}");
+    config.optim.pointer_layer = 2;
+    let e = Trainer::new(config.clone(), false).err().expect("the layer after 2 is missing").to_string();
+    assert!(e.contains("optim.pointer_layer 2") && e.contains("2 layers"), "{e}");
+    (config.optim.pointer_layer, config.optim.pointer_head) = (1, 4);
+    let e = Trainer::new(config, false).err().expect("4 heads").to_string();
+    assert!(e.contains("optim.pointer_head 4") && e.contains("4 attention heads"), "{e}");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -143,11 +143,11 @@ impl Qwen2Vl {
         rows: &[u32],
         train_vision: bool,
     ) -> Result<Tensor> {
-        Ok(self.logits_packed_tapped(input, positions, mask, rows, train_vision, None)?.0)
+        Ok(self.logits_packed_tapped(input, positions, mask, rows, train_vision, &[])?.0)
     }
 
-    /// [`Self::logits_packed`], and with `tap = Some(k)` every position's hidden state after
-    /// the language model's first `k` layers (seq, hidden), for an auxiliary loss.
+    /// [`Self::logits_packed`], and for each `k` in `taps` every position's hidden state after
+    /// the language model's first `k` layers (seq, hidden), for auxiliary losses.
     pub fn logits_packed_tapped(
         &self,
         input: &Prepared,
@@ -155,14 +155,29 @@ impl Qwen2Vl {
         mask: &Tensor,
         rows: &[u32],
         train_vision: bool,
-        tap: Option<usize>,
-    ) -> Result<(Tensor, Option<Tensor>)> {
+        taps: &[usize],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let embeds = self.embed_tokens_and_media(input, train_vision)?;
         let rotation = self.rotation(positions)?;
-        let (hidden, tapped) = self.language_model.hidden_states_masked(&embeds, &rotation, mask, tap)?;
+        let (hidden, tapped) = self.language_model.hidden_states_masked(&embeds, &rotation, mask, taps)?;
         let rows = hidden.squeeze(0)?.index_select(&Tensor::new(rows, &self.device)?, 0)?;
-        let tapped = tapped.map(|t| t.squeeze(0)).transpose()?;
+        let tapped = tapped.into_iter().map(|t| t.squeeze(0)).collect::<candle_core::Result<_>>()?;
         Ok((self.language_model.logits(&rows)?, tapped))
+    }
+
+    /// The language model's layer `layer` attention weights (heads, queries, seq) at the rows
+    /// `queries`, from `entering` (seq, hidden), the stream [`Self::logits_packed_tapped`]
+    /// tapped before that layer for the same `positions` and `mask`.
+    pub fn attention_weights_packed(
+        &self,
+        layer: usize,
+        entering: &Tensor,
+        positions: &[[i64; 3]],
+        mask: &Tensor,
+        queries: &[u32],
+    ) -> Result<Tensor> {
+        let rotation = self.rotation(positions)?;
+        Ok(self.language_model.attention_weights(layer, &entering.unsqueeze(0)?, &rotation, mask, queries)?)
     }
 
     /// The prompt's embeddings with the media spliced in, its M-RoPE rotation after what

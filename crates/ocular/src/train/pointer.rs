@@ -1,0 +1,122 @@
+//! Where a box answer looks, taught. To write a box, the answer must first find the named
+//! object among the image tokens; a probe of the built-in model
+//! (`scripts/experiments/ground_probe.py`) found its box positions knowing what they looked
+//! for but their attention hardly on it. With `[optim] pointer_layer = k`, one head of the
+//! language model's layer after its first `k` (`pointer_head`) learns, at every position
+//! that predicts a grounding answer's box (from `<|box_start|>` to the last coordinate), to
+//! put its attention on the image tokens the true box covers: the loss is minus the log of
+//! the attention that falls there. It trains the model's own weights, so it adds nothing to
+//! the saved folder.
+
+use candle_core::Tensor;
+
+use super::config::Optim;
+use super::parallel::Part;
+use crate::error::{Error, Result};
+
+/// A `pointer_layer` past the language model's layers, or a `pointer_head` past its heads, is
+/// an error naming the field.
+pub fn check(o: &Optim, layers: usize, heads: usize) -> Result<()> {
+    if o.pointer_layer == 0 {
+        return Ok(());
+    }
+    if o.pointer_layer >= layers {
+        return Err(Error::Invalid(format!(
+            "optim.pointer_layer {} must leave a layer after it: the language model has {layers} layers",
+            o.pointer_layer
+        )));
+    }
+    if o.pointer_head >= heads {
+        return Err(Error::Invalid(format!(
+            "optim.pointer_head {} is past the language model's {heads} attention heads",
+            o.pointer_head
+        )));
+    }
+    Ok(())
+}
+
+/// One grounding answer's supervised rows of a packed sequence, and the image tokens (rows of
+/// the same sequence) its box covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    pub queries: Vec<u32>,
+    pub keys: Vec<u32>,
+}
+
+/// The cells of a `grid` (`[rows, cols]` merged tokens, raster order) covering `bbox`
+/// (`[x1, y1, x2, y2]` pixels of an image `size` = `[width, height]`): those whose centre the
+/// box holds, or the one holding the box's centre when it holds none.
+pub fn covered_cells(bbox: [f32; 4], size: [u32; 2], grid: [usize; 2]) -> Vec<usize> {
+    let [rows, cols] = grid;
+    let (x1, y1, x2, y2) =
+        (bbox[0] / size[0] as f32, bbox[1] / size[1] as f32, bbox[2] / size[0] as f32, bbox[3] / size[1] as f32);
+    let centre = |i: usize, n: usize| (i as f32 + 0.5) / n as f32;
+    let cells: Vec<usize> = (0..rows * cols)
+        .filter(|&t| {
+            let (x, y) = (centre(t % cols, cols), centre(t / cols, rows));
+            (x1..=x2).contains(&x) && (y1..=y2).contains(&y)
+        })
+        .collect();
+    if !cells.is_empty() {
+        return cells;
+    }
+    let cell = |v: f32, n: usize| ((v * n as f32) as usize).min(n - 1);
+    vec![cell((y1 + y2) / 2.0, rows) * cols + cell((x1 + x2) / 2.0, cols)]
+}
+
+/// Minus the log of the attention that head `head` of `weights` (heads, queries, seq; the
+/// queries of `pointers` one after another) puts on each pointer's keys, summed over the
+/// queries. `None` without pointers.
+pub fn part(weights: &Tensor, pointers: &[Pointer], head: usize) -> Result<Option<Part>> {
+    let n: usize = pointers.iter().map(|p| p.queries.len()).sum();
+    if n == 0 {
+        return Ok(None);
+    }
+    let seq = weights.dim(2)?;
+    let mut on_box = vec![0f32; n * seq];
+    let mut row = 0;
+    for p in pointers {
+        for _ in &p.queries {
+            for &k in &p.keys {
+                on_box[row * seq + k as usize] = 1.0;
+            }
+            row += 1;
+        }
+    }
+    let on_box = Tensor::from_vec(on_box, (n, seq), weights.device())?;
+    let held = (weights.get(head)? * on_box)?.sum(1)?;
+    // The floor keeps the log finite where a query cannot see its keys at all.
+    let sum = held.clamp(1e-9f32, 1f32)?.log()?.neg()?.sum_all()?;
+    Ok(Some(Part { sum, count: n as f64 }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn the_cells_whose_centres_the_box_holds() {
+        // A 100 x 50 image on 2 x 4 cells (25 x 25 pixels each): centres at x 12.5, 37.5, ...
+        assert_eq!(covered_cells([30.0, 0.0, 70.0, 20.0], [100, 50], [2, 4]), vec![1, 2]);
+        assert_eq!(covered_cells([0.0, 0.0, 100.0, 50.0], [100, 50], [2, 4]), (0..8).collect::<Vec<_>>());
+        // Too small to hold a centre: the cell under its own centre.
+        assert_eq!(covered_cells([80.0, 30.0, 84.0, 34.0], [100, 50], [2, 4]), vec![7]);
+    }
+
+    #[test]
+    fn the_loss_is_minus_the_log_of_the_attention_on_the_box() {
+        // 2 heads, 2 queries, 3 keys.
+        let w =
+            Tensor::new(&[[[0.5f32, 0.25, 0.25], [0.1, 0.1, 0.8]], [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]], &Device::Cpu)
+                .unwrap();
+        let pointers = [Pointer { queries: vec![7], keys: vec![1, 2] }, Pointer { queries: vec![9], keys: vec![0] }];
+        let p = part(&w, &pointers, 0).unwrap().unwrap();
+        assert_eq!(p.count, 2.0);
+        let want = -(0.5f32.ln() + 0.1f32.ln());
+        assert!((p.sum.to_scalar::<f32>().unwrap() - want).abs() < 1e-6);
+        let p = part(&w, &pointers, 1).unwrap().unwrap();
+        assert!((p.sum.to_scalar::<f32>().unwrap() - (-(1e-9f32.ln()))).abs() < 1e-3);
+        assert!(part(&w, &[], 0).unwrap().is_none());
+    }
+}
