@@ -127,25 +127,23 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
     Ok(Sample { prepared: Prepared { ids, media: media_inputs }, positions, mask, rows, targets, answers, pointers })
 }
 
-/// A grounding example's [`Pointer`]: the rows from its answer's `<|box_start|>` up to its
-/// `<|box_end|>` and the image tokens its box covers, as rows of the packed sequence
-/// (`packed` maps the single's own indices there). `None` for other examples.
+/// An example's [`Pointer`], as rows of the packed sequence (`packed` maps the single's own
+/// indices there): for a box answer, the rows from its `<|box_start|>` up to its `<|box_end|>`;
+/// for another one-image answer about objects, every row of the answer; with the image tokens
+/// its focus boxes cover. `None` for examples about no object.
 fn pointer(model: &Qwen2Vl, s: &Single, example: &Example, packed: impl Fn(usize) -> usize) -> Result<Option<Pointer>> {
-    let tokenizer = model.tokenizer();
-    let (Some(bbox), Some(image), Some(open), Some(close)) = (
-        example.target_box,
-        example.images.first(),
-        tokenizer.token_id("<|box_start|>"),
-        tokenizer.token_id("<|box_end|>"),
-    ) else {
+    let (Some(image), false) = (example.images.first(), example.focus.is_empty() || example.images.len() > 1) else {
         return Ok(None);
     };
     let own = &s.prepared.ids;
-    let answer = &own[s.answer_start..];
-    let (Some(from), Some(to)) = (answer.iter().position(|&t| t == open), answer.iter().position(|&t| t == close))
-    else {
-        return Ok(None);
+    let tokenizer = model.tokenizer();
+    let find = |token: &str| tokenizer.token_id(token).and_then(|t| own[s.answer_start..].iter().position(|&u| u == t));
+    let box_rows = match (example.target_box, find("<|box_start|>"), find("<|box_end|>")) {
+        (Some(_), Some(from), Some(to)) => Some(s.answer_start + from..s.answer_start + to),
+        _ => None,
     };
+    let grounding = box_rows.is_some();
+    let rows = box_rows.unwrap_or(s.answer_start - 1..own.len() - 1);
     let config = model.config();
     let merge = config.vision.merge_size;
     let grid = s.prepared.media.iter().find(|m| m.kind == MediaKind::Image).map(|m| m.grid_thw);
@@ -160,9 +158,13 @@ fn pointer(model: &Qwen2Vl, s: &Single, example: &Example, packed: impl Fn(usize
             grid[1]
         )));
     }
-    let keys = covered_cells(bbox, [image.width(), image.height()], grid).into_iter().map(|c| packed(tokens[c]) as u32);
-    let queries = (s.answer_start + from..s.answer_start + to).map(|i| packed(i) as u32);
-    Ok(Some(Pointer { queries: queries.collect(), keys: keys.collect() }))
+    let mut cells: Vec<usize> =
+        example.focus.iter().flat_map(|&b| covered_cells(b, [image.width(), image.height()], grid)).collect();
+    cells.sort_unstable();
+    cells.dedup();
+    let keys = cells.into_iter().map(|c| packed(tokens[c]) as u32).collect();
+    let queries = rows.map(|i| packed(i) as u32).collect();
+    Ok(Some(Pointer { queries, keys, grounding }))
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

@@ -153,6 +153,9 @@ pub struct Optim {
     pub pointer_layer: usize,
     pub pointer_head: usize,
     pub pointer_weight: f64,
+    /// With a `pointer_layer`, also every one-image answer about objects (attributes, counts,
+    /// relations), at every answer row, learns to look at them.
+    pub pointer_objects: bool,
 }
 
 /// Whether every answer token or every answer weighs the same in the loss.
@@ -230,6 +233,7 @@ impl Default for Optim {
             pointer_layer: 0,
             pointer_head: 0,
             pointer_weight: 1.0,
+            pointer_objects: false,
         }
     }
 }

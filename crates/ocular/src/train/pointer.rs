@@ -5,8 +5,10 @@
 //! language model's layer after its first `k` (`pointer_head`) learns, at every position
 //! that predicts a grounding answer's box (from `<|box_start|>` to the last coordinate), to
 //! put its attention on the image tokens the true box covers: the loss is minus the log of
-//! the attention that falls there. It trains the model's own weights, so it adds nothing to
-//! the saved folder.
+//! the attention that falls there. With `pointer_objects`, every row of the other one-image
+//! answers about objects learns the same about the objects they are read from (the object
+//! asked about, those counted, a relation's anchor and answer: `Example::focus`). It trains
+//! the model's own weights, so it adds nothing to the saved folder.
 
 use candle_core::Tensor;
 
@@ -35,12 +37,14 @@ pub fn check(o: &Optim, layers: usize, heads: usize) -> Result<()> {
     Ok(())
 }
 
-/// One grounding answer's supervised rows of a packed sequence, and the image tokens (rows of
-/// the same sequence) its box covers.
+/// One answer's supervised rows of a packed sequence, and the image tokens (rows of the same
+/// sequence) that the boxes of what it is about cover.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pointer {
     pub queries: Vec<u32>,
     pub keys: Vec<u32>,
+    /// A box answer's (the rows predicting its box), else an answer about objects (all its rows).
+    pub grounding: bool,
 }
 
 /// The cells of a `grid` (`[rows, cols]` merged tokens, raster order) covering `bbox`
@@ -67,7 +71,7 @@ pub fn covered_cells(bbox: [f32; 4], size: [u32; 2], grid: [usize; 2]) -> Vec<us
 /// Minus the log of the attention that head `head` of `weights` (heads, queries, seq; the
 /// queries of `pointers` one after another) puts on each pointer's keys, summed over the
 /// queries. `None` without pointers.
-pub fn part(weights: &Tensor, pointers: &[Pointer], head: usize) -> Result<Option<Part>> {
+pub fn part(weights: &Tensor, pointers: &[&Pointer], head: usize) -> Result<Option<Part>> {
     let n: usize = pointers.iter().map(|p| p.queries.len()).sum();
     if n == 0 {
         return Ok(None);
@@ -110,7 +114,11 @@ mod tests {
         let w =
             Tensor::new(&[[[0.5f32, 0.25, 0.25], [0.1, 0.1, 0.8]], [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]], &Device::Cpu)
                 .unwrap();
-        let pointers = [Pointer { queries: vec![7], keys: vec![1, 2] }, Pointer { queries: vec![9], keys: vec![0] }];
+        let pointers = [
+            Pointer { queries: vec![7], keys: vec![1, 2], grounding: true },
+            Pointer { queries: vec![9], keys: vec![0], grounding: false },
+        ];
+        let pointers: Vec<&Pointer> = pointers.iter().collect();
         let p = part(&w, &pointers, 0).unwrap().unwrap();
         assert_eq!(p.count, 2.0);
         let want = -(0.5f32.ln() + 0.1f32.ln());

@@ -18,7 +18,7 @@ use super::heads::{Heads, POSITION_HEAD_FILE};
 use super::heads::{BOX_HEAD_FILE, DENSE_HEAD_FILE};
 use super::optim::{learning_rate, AdamW};
 use super::parallel::{self, Part};
-use super::pointer;
+use super::pointer::{self, Pointer};
 use super::position::PositionHead;
 use super::scenes::Generator;
 use super::weights::{init_weights, load_into};
@@ -184,11 +184,12 @@ impl Trainer {
         let taps: Vec<usize> = head.map(PositionHead::layer).into_iter().chain(pointer_layer).collect();
         let (logits, mut tapped) =
             self.model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision, &taps)?;
+        let pointers: Vec<&Pointer> = s.pointers.iter().filter(|p| p.grounding || o.pointer_objects).collect();
         let pointer = match (pointer_layer, tapped.pop()) {
-            (Some(layer), Some(entering)) if !s.pointers.is_empty() => {
-                let queries: Vec<u32> = s.pointers.iter().flat_map(|p| p.queries.iter().copied()).collect();
+            (Some(layer), Some(entering)) if !pointers.is_empty() => {
+                let queries: Vec<u32> = pointers.iter().flat_map(|p| p.queries.iter().copied()).collect();
                 let weights = self.model.attention_weights_packed(layer, &entering, &s.positions, &s.mask, &queries)?;
-                pointer::part(&weights, &s.pointers, o.pointer_head)?
+                pointer::part(&weights, &pointers, o.pointer_head)?
             }
             (None, Some(t)) => {
                 tapped.push(t);

@@ -5,6 +5,8 @@ use super::super::*;
 use super::{scratch, tiny};
 use crate::models::VisionLanguageModel;
 use crate::train::config::Dense;
+use crate::train::pointer::Pointer;
+use crate::train::scenes::Task;
 use std::path::Path;
 
 #[test]
@@ -234,7 +236,7 @@ fn the_pointer_loss_teaches_a_head_to_look_at_the_boxed_object() {
     config.model.text_layers = 2;
     // 4 x 4 merged tokens.
     (config.model.min_pixels, config.model.max_pixels) = (112 * 112, 112 * 112);
-    config.data.tasks = vec![crate::train::scenes::Task::Grounding];
+    config.data.tasks = vec![Task::Grounding];
     config.optim.pointer_layer = 1;
     config.optim.pointer_head = 3;
     let trainer = Trainer::new(config.clone(), false).unwrap();
@@ -262,6 +264,25 @@ fn the_pointer_loss_teaches_a_head_to_look_at_the_boxed_object() {
     assert!(seen[0] > chance && seen[0] < chance + 3.0, "{seen:?} against {chance}");
     let mean = |r: std::ops::Range<usize>| seen[r.clone()].iter().sum::<f32>() / r.len() as f32;
     assert!(mean(8..12) < mean(0..4) - 0.3, "{seen:?}");
+
+    // With pointer_objects, answers about objects point too, from every answer row.
+    let _ = std::fs::remove_dir_all(&out);
+    let mut objects = config.clone();
+    objects.data.tasks = vec![Task::Attribute, Task::Count, Task::Relation];
+    (objects.optim.pointer_objects, objects.optim.steps) = (true, 2);
+    let mut trainer = Trainer::new(objects.clone(), false).unwrap();
+    let samples = trainer.samples(&mut generator(&objects, 0), 2).unwrap();
+    let pointers: Vec<&Pointer> = samples.iter().flat_map(|s| &s.pointers).collect();
+    assert!(pointers.len() >= 2 && pointers.iter().all(|p| !p.grounding), "{pointers:?}");
+    for s in &samples {
+        for p in &s.pointers {
+            assert!(s.answers.iter().any(|a| s.rows[a.clone()] == p.queries[..]), "{p:?}");
+            assert!(p.keys.iter().all(|&k| s.prepared.ids[k as usize] == image), "{p:?}");
+        }
+    }
+    let mut reported = vec![];
+    trainer.run(&mut |p| reported.push(p.pointer)).unwrap();
+    assert!(reported.iter().all(|p| p.is_some_and(f32::is_finite)), "{reported:?}");
     config.optim.pointer_layer = 2;
     let e = Trainer::new(config.clone(), false).err().expect("the layer after 2 is missing").to_string();
     assert!(e.contains("optim.pointer_layer 2") && e.contains("2 layers"), "{e}");

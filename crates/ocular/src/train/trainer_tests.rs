@@ -195,6 +195,7 @@ fn gradients_match_transformers() {
         question: "What colour is the square?".into(),
         answer: "blue".into(),
         target_box: None,
+        focus: vec![],
     };
     let s = sample(&trainer.model, &trainer.template, &[example]).unwrap();
     let ids: Vec<u32> = want["ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();

@@ -89,6 +89,11 @@ pub struct Example {
     pub answer: String,
     /// For [`Task::Grounding`]: the object's tight box `[x1, y1, x2, y2]` in pixels.
     pub target_box: Option<[f32; 4]>,
+    /// The boxes (pixels) of the objects a one-image answer is read from: the object asked
+    /// about, those counted, a relation's anchor and answer, the boxed object. Empty where no
+    /// object is (captions, absent objects, comparisons, videos). `[optim] pointer_objects`
+    /// teaches the answer to look there (`train::pointer`).
+    pub focus: Vec<[f32; 4]>,
 }
 
 /// Knobs of the scene distribution. Missing fields take the defaults when deserialized.

@@ -37,7 +37,7 @@ fn one_scene(rng: &mut Rng, config: &SceneConfig, task: Task, need: usize, ask: 
     loop {
         let scene = scene_needing(rng, config, need);
         if let Some(q) = ask(rng, &scene) {
-            return Built { target_box: q.target_box, ..Built::new(task, vec![scene], q.question, q.answer) };
+            return Built::asked(task, vec![scene], q);
         }
     }
 }
@@ -49,10 +49,18 @@ pub(crate) struct Asked {
     pub question: String,
     pub answer: String,
     pub target_box: Option<[f32; 4]>,
+    /// The boxes of the objects the answer is about (see [`super::Example::focus`]).
+    pub focus: Vec<[f32; 4]>,
 }
 
 fn asked(question: String, answer: String) -> Option<Asked> {
-    Some(Asked { question, answer, target_box: None })
+    asked_about(question, answer, [])
+}
+
+/// A question whose answer is read off `objects`.
+fn asked_about<'a>(question: String, answer: String, objects: impl IntoIterator<Item = &'a Object>) -> Option<Asked> {
+    let focus = objects.into_iter().map(Object::bbox).collect();
+    Some(Asked { question, answer, target_box: None, focus })
 }
 
 pub(super) fn caption(rng: &mut Rng, config: &SceneConfig) -> Built {
@@ -76,22 +84,22 @@ pub(super) fn attribute(rng: &mut Rng, config: &SceneConfig) -> Built {
 
 pub(super) fn ask_attribute(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
     let objs = &scene.objects;
-    let (question, answer) = match rng.weighted(&[3, 3, 3, 1]) {
+    let (question, answer, about) = match rng.weighted(&[3, 3, 3, 1]) {
         0 => {
             // "What colour is the square?" needs exactly one square.
             let unique: Vec<&Object> = objs.iter().filter(|o| scene.count_shape(o.shape) == 1).collect();
-            let o = pick_opt(rng, &unique)?;
-            (say::colour_of(rng, o.shape.name()), o.colour.name().to_string())
+            let o = *pick_opt(rng, &unique)?;
+            (say::colour_of(rng, o.shape.name()), o.colour.name().to_string(), Some(o))
         }
         1 => {
             let unique: Vec<&Object> = objs.iter().filter(|o| scene.count_colour(o.colour) == 1).collect();
-            let o = pick_opt(rng, &unique)?;
-            (say::shape_of(rng, o.colour.name()), o.shape.name().to_string())
+            let o = *pick_opt(rng, &unique)?;
+            (say::shape_of(rng, o.colour.name()), o.shape.name().to_string(), Some(o))
         }
         2 => {
             if rng.chance(0.5) {
                 let o = rng.pick(objs);
-                (say::exists(rng, &o.name()), "yes".to_string())
+                (say::exists(rng, &o.name()), "yes".to_string(), Some(o))
             } else {
                 // Mostly near misses (right colour or right shape), which need looking.
                 let near = rng.chance(0.7);
@@ -102,15 +110,15 @@ pub(super) fn ask_attribute(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
                     .filter(|&(c, s)| !near || scene.count_colour(c) + scene.count_shape(s) > 0)
                     .collect();
                 let &(c, s) = pick_opt(rng, &absent)?;
-                (say::exists(rng, &format!("{} {}", c.name(), s.name())), "no".to_string())
+                (say::exists(rng, &format!("{} {}", c.name(), s.name())), "no".to_string(), None)
             }
         }
         _ => {
             let o = rng.pick(objs);
-            (say::size_of(rng, &o.name()), o.size.name().to_string())
+            (say::size_of(rng, &o.name()), o.size.name().to_string(), Some(o))
         }
     };
-    asked(question, answer)
+    asked_about(question, answer, about)
 }
 
 fn pick_opt<'a, T>(rng: &mut Rng, items: &'a [T]) -> Option<&'a T> {
@@ -141,18 +149,19 @@ pub(super) fn count(rng: &mut Rng, config: &SceneConfig) -> Built {
 }
 
 pub(super) fn ask_count(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
-    let (question, n) = match rng.weighted(&[4, 4, 2]) {
-        0 => (say::count_all(rng), scene.objects.len()),
+    let objs = &scene.objects;
+    let (question, counted): (String, Vec<&Object>) = match rng.weighted(&[4, 4, 2]) {
+        0 => (say::count_all(rng), objs.iter().collect()),
         1 => {
             let s = some_shape(rng, &[scene]);
-            (say::count_shape(rng, &s.plural()), scene.count_shape(s))
+            (say::count_shape(rng, &s.plural()), objs.iter().filter(|o| o.shape == s).collect())
         }
         _ => {
             let c = some_colour(rng, &[scene]);
-            (say::count_colour(rng, c.name()), scene.count_colour(c))
+            (say::count_colour(rng, c.name()), objs.iter().filter(|o| o.colour == c).collect())
         }
     };
-    asked(question, n.to_string())
+    asked_about(question, counted.len().to_string(), counted)
 }
 
 pub(super) fn relation(rng: &mut Rng, config: &SceneConfig) -> Built {
@@ -162,7 +171,7 @@ pub(super) fn relation(rng: &mut Rng, config: &SceneConfig) -> Built {
     loop {
         let scene = scene_needing(rng, config, 3);
         if let Some(q) = ask_relation_of(rng, &scene, rel) {
-            return Built::new(Task::Relation, vec![scene], q.question, q.answer);
+            return Built::asked(Task::Relation, vec![scene], q);
         }
     }
 }
@@ -176,7 +185,10 @@ fn ask_relation_of(rng: &mut Rng, scene: &Scene, rel: Relation) -> Option<Asked>
     let pairs: Vec<(usize, usize)> =
         (0..scene.objects.len()).filter_map(|a| relation_answer(scene, a, rel).map(|b| (a, b))).collect();
     let &(a, b) = pick_opt(rng, &pairs)?;
-    asked(say::relation(rng, rel, &scene.objects[a].name()), scene.objects[b].name())
+    // The anchor's tokens carry what stands beside it (the dense relation labels), the answer's
+    // its name: either will do.
+    let (anchor, answer) = (&scene.objects[a], &scene.objects[b]);
+    asked_about(say::relation(rng, rel, &anchor.name()), answer.name(), [anchor, answer])
 }
 
 pub(super) fn grounding(rng: &mut Rng, config: &SceneConfig) -> Built {
@@ -187,7 +199,7 @@ pub(super) fn ask_grounding(rng: &mut Rng, scene: &Scene) -> Option<Asked> {
     let o = rng.pick(&scene.objects).clone();
     let bbox = o.bbox();
     let answer = box_answer(&format!("the {}", o.name()), bbox, scene.width, scene.height);
-    Some(Asked { question: say::locate(rng, &o.name()), answer, target_box: Some(bbox) })
+    Some(Asked { question: say::locate(rng, &o.name()), answer, target_box: Some(bbox), focus: vec![bbox] })
 }
 
 /// Two scenes for a multi-image question. Their object counts can always differ, whatever the

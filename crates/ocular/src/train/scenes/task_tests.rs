@@ -209,10 +209,25 @@ fn every_task_is_well_formed_and_answers_are_right() {
                 Task::MultiImage => check_multi(&b),
                 Task::Video => check_video(&b),
             }
+            check_focus(&b);
             answers.insert(b.answer.clone());
         }
         // Answers are spread, not stuck on one value.
         assert!(answers.len() >= 2, "{task}: {answers:?}");
+    }
+}
+
+/// The focus boxes are boxes of the scene's objects, and the ones the answer is read from.
+fn check_focus(b: &Built) {
+    let boxes: Vec<[f32; 4]> = b.scenes[0].objects.iter().map(Object::bbox).collect();
+    assert!(b.focus.iter().all(|f| boxes.contains(f)), "{:?}: {:?}", b.question, b.focus);
+    let named: Vec<[f32; 4]> = b.scenes[0].objects.iter().filter(|o| o.name() == b.answer).map(Object::bbox).collect();
+    match b.kind {
+        Task::Caption | Task::MultiImage | Task::Video => assert!(b.focus.is_empty()),
+        Task::Count => assert_eq!(b.focus.len().to_string(), b.answer),
+        Task::Attribute => assert_eq!(b.focus.len(), usize::from(b.answer != "no"), "{:?}", b.question),
+        Task::Relation => assert!(b.focus.len() == 2 && named.contains(&b.focus[1]), "{:?}", b.question),
+        Task::Grounding => assert_eq!(b.focus, vec![b.target_box.unwrap()]),
     }
 }
 

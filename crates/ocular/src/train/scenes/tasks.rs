@@ -7,7 +7,7 @@ use super::layout::Scene;
 use super::phrasing as say;
 use super::questions::{
     ask_attribute, ask_caption, ask_count, ask_grounding, ask_multi_image, ask_relation, attribute, caption, count,
-    grounding, multi_image, relation, scene_needing, scene_pair, AskFn,
+    grounding, multi_image, relation, scene_needing, scene_pair, AskFn, Asked,
 };
 use super::{Example, SceneConfig, Task};
 use crate::rng::Rng;
@@ -91,8 +91,7 @@ impl Generator {
                 for _ in 0..questions * 3 {
                     let (task, ask) = asks[rng.weighted(&weights[..5])];
                     if let Some(q) = ask(rng, &scene) {
-                        let b = Built::new(task, vec![scene.clone()], q.question, q.answer);
-                        out.push(Built { target_box: q.target_box, ..b });
+                        out.push(Built::asked(task, vec![scene.clone()], q));
                     }
                     dedup_questions(&mut out);
                     if out.len() == questions {
@@ -156,6 +155,7 @@ fn render_group(built: Vec<Built>) -> Vec<Example> {
             question: b.question,
             answer: b.answer,
             target_box: b.target_box,
+            focus: b.focus,
             kind: b.kind,
             ..media.clone()
         })
@@ -179,11 +179,17 @@ pub(crate) struct Built {
     pub question: String,
     pub answer: String,
     pub target_box: Option<[f32; 4]>,
+    pub focus: Vec<[f32; 4]>,
 }
 
 impl Built {
     pub(super) fn new(kind: Task, scenes: Vec<Scene>, question: String, answer: String) -> Self {
-        Self { kind, scenes, question, answer, target_box: None }
+        Self { kind, scenes, question, answer, target_box: None, focus: Vec::new() }
+    }
+
+    /// A question [`super::questions`] asked about `scenes`, with its boxes.
+    pub(super) fn asked(kind: Task, scenes: Vec<Scene>, q: Asked) -> Self {
+        Self { target_box: q.target_box, focus: q.focus, ..Self::new(kind, scenes, q.question, q.answer) }
     }
 
     pub fn render(self) -> Example {
@@ -199,6 +205,7 @@ impl Built {
             question: self.question,
             answer: self.answer,
             target_box: self.target_box,
+            focus: self.focus,
         }
     }
 }
