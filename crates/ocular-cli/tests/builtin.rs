@@ -144,13 +144,17 @@ fn the_builtin_model_scores_on_200_fresh_scenes() {
         ("caption", 0.25),
         ("attribute", 0.75),
         ("count", 0.55),
-        ("relation", 0.2),
+        ("relation", 0.35),
         ("multi_image", 0.6),
         ("video", 0.85),
     ] {
         let accuracy = tasks[task]["accuracy"].as_f64().unwrap();
         assert!(accuracy >= floor, "{task}: accuracy {accuracy} under the floor {floor}");
     }
+    // Its boxes overlap the true ones (mean IoU 0.11 on these scenes; 0.01-0.03 before the
+    // pointer loss taught its answers to look at the object).
+    let mean_iou = report["grounding"]["mean_iou"].as_f64().unwrap();
+    assert!(mean_iou >= 0.06, "grounding mean IoU {mean_iou} under the floor 0.06");
     let text = std::fs::read_to_string(&predictions).unwrap();
     let answers: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let boxes: Vec<&str> =
