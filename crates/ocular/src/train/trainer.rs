@@ -182,23 +182,12 @@ impl Trainer {
         let head = self.heads.position.as_ref().filter(|_| with_aux).map(|(h, _)| h);
         let pointer_layer = (with_aux && o.pointer_layer > 0).then_some(o.pointer_layer);
         let taps: Vec<usize> = head.map(PositionHead::layer).into_iter().chain(pointer_layer).collect();
-        let (logits, mut tapped) =
+        let (logits, tapped) =
             self.model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision, &taps)?;
-        let pointers: Vec<&Pointer> = s.pointers.iter().filter(|p| p.grounding || o.pointer_objects).collect();
-        let pointer = match (pointer_layer, tapped.pop()) {
-            (Some(layer), Some(entering)) if !pointers.is_empty() => {
-                let queries: Vec<u32> = pointers.iter().flat_map(|p| p.queries.iter().copied()).collect();
-                let weights = self.model.attention_weights_packed(layer, &entering, &s.positions, &s.mask, &queries)?;
-                pointer::part(&weights, &pointers, o.pointer_head)?
-            }
-            (None, Some(t)) => {
-                tapped.push(t);
-                None
-            }
-            _ => None,
-        };
-        let position = match (head, tapped.pop()) {
-            (Some(head), Some(tapped)) => {
+        // The taps come back in the order asked: the position head's, then the pointer's.
+        let mut tapped = tapped.into_iter();
+        let position = match (head, head.and_then(|_| tapped.next())) {
+            (Some(head), Some(stream)) => {
                 let merge = self.model.config().vision.merge_size;
                 let grids: Vec<[usize; 2]> = s
                     .prepared
@@ -207,7 +196,16 @@ impl Trainer {
                     .filter(|m| m.kind == MediaKind::Image)
                     .map(|m| [m.grid_thw[1] / merge, m.grid_thw[2] / merge])
                     .collect();
-                head.part(&tapped, &s.prepared.ids, self.model.config().image_token_id, &grids)?
+                head.part(&stream, &s.prepared.ids, self.model.config().image_token_id, &grids)?
+            }
+            _ => None,
+        };
+        let pointers: Vec<&Pointer> = s.pointers.iter().filter(|p| p.grounding || o.pointer_objects).collect();
+        let pointer = match (pointer_layer, pointer_layer.and_then(|_| tapped.next())) {
+            (Some(layer), Some(entering)) if !pointers.is_empty() => {
+                let queries: Vec<u32> = pointers.iter().flat_map(|p| p.queries.iter().copied()).collect();
+                let weights = self.model.attention_weights_packed(layer, &entering, &s.positions, &s.mask, &queries)?;
+                pointer::part(&weights, &pointers, o.pointer_head)?
             }
             _ => None,
         };

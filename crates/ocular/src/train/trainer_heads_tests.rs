@@ -227,8 +227,8 @@ fn box_labels_join_a_resumed_warm_up_with_a_head_of_their_own() {
 
 /// The pointer loss ([optim] pointer_layer) supervises where one head of the language model
 /// looks from each row of a box answer: at the image tokens its box covers. Samples carry
-/// those rows and tokens; the loss starts near the uniform attention's and falls; a layer or
-/// head the model lacks is refused by name.
+/// those rows and tokens; the loss starts near the uniform attention's and falls; it runs
+/// beside the position head; a layer or head the model lacks is refused by name.
 #[test]
 fn the_pointer_loss_teaches_a_head_to_look_at_the_boxed_object() {
     let out = scratch("train-pointer");
@@ -270,6 +270,8 @@ fn the_pointer_loss_teaches_a_head_to_look_at_the_boxed_object() {
     let mut objects = config.clone();
     objects.data.tasks = vec![Task::Attribute, Task::Count, Task::Relation];
     (objects.optim.pointer_objects, objects.optim.steps) = (true, 2);
+    // With the position head at the same layer too: both read their own tap.
+    objects.optim.position_layer = 1;
     let mut trainer = Trainer::new(objects.clone(), false).unwrap();
     let samples = trainer.samples(&mut generator(&objects, 0), 2).unwrap();
     let pointers: Vec<&Pointer> = samples.iter().flat_map(|s| &s.pointers).collect();
@@ -281,8 +283,9 @@ fn the_pointer_loss_teaches_a_head_to_look_at_the_boxed_object() {
         }
     }
     let mut reported = vec![];
-    trainer.run(&mut |p| reported.push(p.pointer)).unwrap();
-    assert!(reported.iter().all(|p| p.is_some_and(f32::is_finite)), "{reported:?}");
+    trainer.run(&mut |p| reported.push((p.pointer, p.position))).unwrap();
+    let finite = |x: Option<f32>| x.is_some_and(f32::is_finite);
+    assert!(reported.iter().all(|&(p, q)| finite(p) && finite(q)), "{reported:?}");
     config.optim.pointer_layer = 2;
     let e = Trainer::new(config.clone(), false).err().expect("the layer after 2 is missing").to_string();
     assert!(e.contains("optim.pointer_layer 2") && e.contains("2 layers"), "{e}");
