@@ -31,7 +31,8 @@ pub struct Sample {
     pub targets: Vec<u32>,
     /// Each packed answer's span of `rows` and `targets`.
     pub answers: Vec<std::ops::Range<usize>>,
-    /// Each grounding answer's box rows and the image tokens its box covers (`train::pointer`).
+    /// Each answer about objects: the rows that should look and the image tokens to look at
+    /// (`train::pointer`).
     pub pointers: Vec<Pointer>,
 }
 
@@ -152,7 +153,7 @@ fn pointer(model: &Qwen2Vl, s: &Single, example: &Example, packed: impl Fn(usize
     let grid = [h / merge, w / merge];
     if tokens.len() != grid[0] * grid[1] {
         return Err(Error::Invalid(format!(
-            "grounding example: {} image tokens for a grid of {} x {} merged tokens",
+            "pointer labels: {} image tokens for a grid of {} x {} merged tokens",
             tokens.len(),
             grid[0],
             grid[1]
