@@ -285,13 +285,24 @@ impl Dense {
     }
 }
 
+/// toml's own message spans several lines (a source excerpt with a caret); users get one:
+/// the line it points at and what is wrong there, e.g. "line 92: unknown field `x`, expected ...".
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim();
+    match e.span() {
+        Some(span) => format!(
+            "line {}: {what}",
+            1 + text.as_bytes()[..span.start.min(text.len())].iter().filter(|&&b| b == b'\n').count()
+        ),
+        None => what.to_string(),
+    }
+}
+
 impl TrainConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::model_file(path, e))?;
-        let config: Self = toml::from_str(&text).map_err(|e| Error::Config {
-            path: path.into(),
-            message: e.to_string().lines().next().unwrap_or("").into(),
-        })?;
+        let config: Self =
+            toml::from_str(&text).map_err(|e| Error::Config { path: path.into(), message: toml_message(&text, &e) })?;
         config.validate().map_err(|message| Error::Config { path: path.into(), message })?;
         Ok(config)
     }
@@ -366,6 +377,21 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_with_an_unknown_field_or_a_wrong_type_names_the_line_and_the_field() {
+        let path = std::env::temp_dir().join(format!("ocular-config-{}.toml", std::process::id()));
+        let error = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            TrainConfig::from_file(&path).unwrap_err().to_string()
+        };
+        let e = error("seed = 1\n\n[optim]\nsteps = 10\npointer_objectz = true\n");
+        assert!(e.contains(".toml: invalid config: line 5: unknown field `pointer_objectz`"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = error("[optim]\nsteps = \"ten\"\n");
+        assert!(e.contains("line 2: invalid type: string \"ten\", expected"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn a_patch_smaller_than_two_pixels_is_refused_by_name() {
