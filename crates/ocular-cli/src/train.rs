@@ -90,6 +90,7 @@ pub fn main(args: Args) -> Result<()> {
         };
         let line = p.position.map_or(line.clone(), |q| format!("{line}  position {q:.4}"));
         let line = p.pointer.map_or(line.clone(), |q| format!("{line}  pointer {q:.4}"));
+        let line = p.object_box.map_or(line.clone(), |q| format!("{line}  box {q:.4}"));
         if let Some(e) = p.eval_loss {
             eprintln!("{}{line}  held-out loss {e:.4}", if terminal { "\r" } else { "" });
         } else if terminal {

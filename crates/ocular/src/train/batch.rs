@@ -11,6 +11,7 @@
 
 use candle_core::{Device, Tensor};
 
+use super::object_box::{box_digits, ObjectBox};
 use super::pointer::{covered_cells, Pointer};
 use super::scenes::Example;
 use crate::error::{Error, Result};
@@ -34,6 +35,9 @@ pub struct Sample {
     /// Each answer about objects: the rows that should look and the image tokens to look at
     /// (`train::pointer`).
     pub pointers: Vec<Pointer>,
+    /// Each of those answers' objects: the image tokens it covers and its box
+    /// (`train::object_box`).
+    pub boxes: Vec<ObjectBox>,
 }
 
 pub fn media(example: &Example) -> Media {
@@ -99,10 +103,13 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
     let mut ids = singles[0].prepared.ids[..prefix].to_vec();
     let mut positions = model.position_ids(&singles[0].prepared)?.0[..prefix].to_vec();
     let (mut rows, mut targets, mut branches, mut answers) = (vec![], vec![], vec![], vec![]);
-    let mut pointers = vec![];
+    let (mut pointers, mut boxes) = (vec![], vec![]);
     for (s, example) in singles.iter().zip(group) {
         let start = ids.len();
-        pointers.extend(pointer(model, s, example, |i| if i < prefix { i } else { start + i - prefix })?);
+        if let Some((p, b)) = pointer(model, s, example, |i| if i < prefix { i } else { start + i - prefix })? {
+            pointers.push(p);
+            boxes.extend(b);
+        }
         let own = &s.prepared.ids;
         ids.extend_from_slice(&own[prefix..]);
         positions.extend_from_slice(&model.position_ids(&s.prepared)?.0[prefix..]);
@@ -125,14 +132,29 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
     } else {
         singles.into_iter().flat_map(|s| s.prepared.media).collect()
     };
-    Ok(Sample { prepared: Prepared { ids, media: media_inputs }, positions, mask, rows, targets, answers, pointers })
+    Ok(Sample {
+        prepared: Prepared { ids, media: media_inputs },
+        positions,
+        mask,
+        rows,
+        targets,
+        answers,
+        pointers,
+        boxes,
+    })
 }
 
 /// An example's [`Pointer`], as rows of the packed sequence (`packed` maps the single's own
 /// indices there): for a box answer, the rows from its `<|box_start|>` up to its `<|box_end|>`;
 /// for another one-image answer about objects, every row of the answer; with the image tokens
-/// its focus boxes cover. `None` for examples about no object.
-fn pointer(model: &Qwen2Vl, s: &Single, example: &Example, packed: impl Fn(usize) -> usize) -> Result<Option<Pointer>> {
+/// its focus boxes cover; and each focus box with the tokens it covers. `None` for examples
+/// about no object.
+fn pointer(
+    model: &Qwen2Vl,
+    s: &Single,
+    example: &Example,
+    packed: impl Fn(usize) -> usize,
+) -> Result<Option<(Pointer, Vec<ObjectBox>)>> {
     let (Some(image), false) = (example.images.first(), example.focus.is_empty() || example.images.len() > 1) else {
         return Ok(None);
     };
@@ -159,13 +181,20 @@ fn pointer(model: &Qwen2Vl, s: &Single, example: &Example, packed: impl Fn(usize
             grid[1]
         )));
     }
-    let mut cells: Vec<usize> =
-        example.focus.iter().flat_map(|&b| covered_cells(b, [image.width(), image.height()], grid)).collect();
-    cells.sort_unstable();
-    cells.dedup();
-    let keys = cells.into_iter().map(|c| packed(tokens[c]) as u32).collect();
+    let size = [image.width(), image.height()];
+    let boxes: Vec<ObjectBox> = example
+        .focus
+        .iter()
+        .map(|&b| {
+            let keys = covered_cells(b, size, grid).into_iter().map(|c| packed(tokens[c]) as u32).collect();
+            ObjectBox { keys, digits: box_digits(b, size) }
+        })
+        .collect();
+    let mut keys: Vec<u32> = boxes.iter().flat_map(|b| b.keys.iter().copied()).collect();
+    keys.sort_unstable();
+    keys.dedup();
     let queries = rows.map(|i| packed(i) as u32).collect();
-    Ok(Some(Pointer { queries, keys, grounding }))
+    Ok(Some((Pointer { queries, keys, grounding }, boxes)))
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

@@ -156,6 +156,12 @@ pub struct Optim {
     /// With a `pointer_layer`, also every one-image answer about objects (attributes, counts,
     /// relations), at every answer row, learns to look at them.
     pub pointer_objects: bool,
+    /// With `k` > 0, a throwaway head on the language model's stream after its first `k`
+    /// layers learns, at every image token an answer's object covers, the first two digits of
+    /// each edge of that object's 0-1000 box (see `train::object_box`), weighted `box_weight`
+    /// against the answers; 0: none.
+    pub box_layer: usize,
+    pub box_weight: f64,
 }
 
 /// Whether every answer token or every answer weighs the same in the loss.
@@ -234,6 +240,8 @@ impl Default for Optim {
             pointer_head: 0,
             pointer_weight: 1.0,
             pointer_objects: false,
+            box_layer: 0,
+            box_weight: 1.0,
         }
     }
 }

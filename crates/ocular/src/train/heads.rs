@@ -1,6 +1,7 @@
 //! The throwaway heads a run trains beside the model: the dense head on the vision tokens
 //! (`train::dense`; its box labels in a file of their own, so they can join a finished
-//! warm-up) and the position head on the language model's image tokens (`train::position`).
+//! warm-up), the position head on the language model's image tokens (`train::position`) and
+//! the object box head on those an answer's object covers (`train::object_box`).
 //! Each keeps its variables in a map of its own, saved with checkpoints and left out of the
 //! finished model folder.
 
@@ -11,6 +12,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::config::TrainConfig;
 use super::dense::DenseHead;
+use super::object_box::BoxHead;
 use super::position::PositionHead;
 use super::weights::{init_weights, load_into};
 use crate::error::{Error, Result};
@@ -22,18 +24,21 @@ pub const DENSE_HEAD_FILE: &str = "dense_head.safetensors";
 pub const BOX_HEAD_FILE: &str = "box_head.safetensors";
 /// The position head's variables in a checkpoint.
 pub const POSITION_HEAD_FILE: &str = "position_head.safetensors";
+/// The object box head's variables in a checkpoint.
+pub const OBJECT_BOX_HEAD_FILE: &str = "object_box_head.safetensors";
 
 pub struct Heads {
     pub dense: Option<(DenseHead, VarMap)>,
     /// With `[dense] boxes`, the dense head's box part's variables.
     pub boxes: Option<VarMap>,
     pub position: Option<(PositionHead, VarMap)>,
+    pub object_box: Option<(BoxHead, VarMap)>,
 }
 
 impl Heads {
     /// The heads `config` asks for, read from `checkpoint` when resuming, else seeded. The
-    /// position head trains on question steps only, so a warm-up checkpoint may lack it: it
-    /// then starts seeded (see [`Self::fresh_position`]).
+    /// position and object box heads train on question steps only, so a warm-up checkpoint
+    /// may lack them: they then start seeded (see [`Self::fresh`]).
     pub fn new(config: &TrainConfig, model: &Qwen2Vl, checkpoint: Option<&Path>) -> Result<Self> {
         let hidden = model.config().text.hidden_size;
         let (mut dense, mut boxes) = (None, None);
@@ -48,31 +53,51 @@ impl Heads {
             (dense, boxes) = (Some((head, vars)), box_vars);
         }
         let layers = model.config().text.num_hidden_layers;
-        let position = match config.optim.position_layer {
-            0 => None,
-            layer if layer > layers => {
-                return Err(Error::Invalid(format!(
-                    "optim.position_layer {layer} is past the language model's {layers} layers"
-                )))
+        // A head on the language model's stream after `layer` of its layers, optional in a
+        // checkpoint; `field` names it in errors.
+        let stream_head = |field: &str, layer: usize, file: &str| -> Result<Option<VarMap>> {
+            match layer {
+                0 => Ok(None),
+                layer if layer > layers => {
+                    Err(Error::Invalid(format!("optim.{field} {layer} is past the language model's {layers} layers")))
+                }
+                _ => Ok(Some(VarMap::new())),
             }
-            layer => {
-                let vars = VarMap::new();
-                let head = PositionHead::new(builder(&vars), hidden, layer)?;
-                fill(&vars, checkpoint, POSITION_HEAD_FILE, true, config.seed)?;
-                Some((head, vars))
-            }
+            .and_then(|vars| vars.map(|v| fill(&v, checkpoint, file, true, config.seed).map(|_| v)).transpose())
         };
-        Ok(Self { dense, boxes, position })
+        let o = &config.optim;
+        let position = match stream_head("position_layer", o.position_layer, POSITION_HEAD_FILE)? {
+            Some(vars) => Some((PositionHead::new(builder(&vars), hidden, o.position_layer)?, vars)),
+            None => None,
+        };
+        let object_box = match stream_head("box_layer", o.box_layer, OBJECT_BOX_HEAD_FILE)? {
+            Some(vars) => Some((BoxHead::new(builder(&vars), hidden, o.box_layer)?, vars)),
+            None => None,
+        };
+        Ok(Self { dense, boxes, position, object_box })
     }
 
     /// Every head's variables.
     pub fn var_maps(&self) -> impl Iterator<Item = &VarMap> {
-        self.dense.iter().map(|(_, v)| v).chain(&self.boxes).chain(self.position.iter().map(|(_, v)| v))
+        self.dense
+            .iter()
+            .map(|(_, v)| v)
+            .chain(&self.boxes)
+            .chain(self.position.iter().map(|(_, v)| v))
+            .chain(self.object_box.iter().map(|(_, v)| v))
     }
 
-    /// Whether a position head resumed from `checkpoint` starts fresh (the checkpoint lacks it).
-    pub fn fresh_position(&self, checkpoint: &Path) -> bool {
-        self.position.is_some() && !checkpoint.join(POSITION_HEAD_FILE).is_file()
+    /// The question-step heads (variable prefix, file) that a resume from `checkpoint` starts
+    /// fresh, the checkpoint lacking them.
+    pub fn fresh(&self, checkpoint: &Path) -> Vec<(&'static str, &'static str)> {
+        [
+            (self.position.is_some(), "position_head", POSITION_HEAD_FILE),
+            (self.object_box.is_some(), "object_box_head", OBJECT_BOX_HEAD_FILE),
+        ]
+        .into_iter()
+        .filter(|&(wanted, _, file)| wanted && !checkpoint.join(file).is_file())
+        .map(|(_, prefix, file)| (prefix, file))
+        .collect()
     }
 
     /// Whether a box head resumed from `checkpoint` starts fresh (the checkpoint lacks it).
@@ -90,6 +115,9 @@ impl Heads {
         }
         if let Some((_, vars)) = &self.position {
             vars.save(dir.join(POSITION_HEAD_FILE))?;
+        }
+        if let Some((_, vars)) = &self.object_box {
+            vars.save(dir.join(OBJECT_BOX_HEAD_FILE))?;
         }
         Ok(())
     }

@@ -13,9 +13,10 @@ use super::config::{LossWeighting, TrainConfig};
 pub use super::dense::DenseParts;
 use super::dense::{self, DenseItem};
 use super::folder;
-use super::heads::{Heads, POSITION_HEAD_FILE};
+use super::heads::Heads;
 #[cfg(test)]
 use super::heads::{BOX_HEAD_FILE, DENSE_HEAD_FILE};
+use super::object_box::BoxHead;
 use super::optim::{learning_rate, AdamW};
 use super::parallel::{self, Part};
 use super::pointer::{self, Pointer};
@@ -46,6 +47,8 @@ pub struct Progress {
     /// The pointer loss (see `train::pointer`) on question steps whose samples have boxes,
     /// with `optim.pointer_layer`.
     pub pointer: Option<f32>,
+    /// The object box head's loss (see `train::object_box`), with `optim.box_layer`.
+    pub object_box: Option<f32>,
     pub tokens_per_sec: f64,
     pub eta_secs: f64,
     /// Mean loss on held-out examples, on the steps that measure it.
@@ -130,18 +133,20 @@ impl Trainer {
         let tensors = vars.iter().map(|(_, v)| v.as_tensor().clone()).collect();
         let mut optimizer = AdamW::new(vars)?;
         if resuming {
-            let fresh_position = heads.fresh_position(&checkpoint);
+            let fresh = heads.fresh(&checkpoint);
             let fresh_boxes = heads.fresh_boxes(&checkpoint);
             optimizer.load(&checkpoint.join("optimizer.safetensors"), &|name| {
-                (fresh_position && name.starts_with("position_head")) || (fresh_boxes && name.starts_with("box_head"))
+                fresh.iter().any(|(prefix, _)| name.starts_with(prefix))
+                    || (fresh_boxes && name.starts_with("box_head"))
             })?;
-            if fresh_position && optimizer.step > config.dense.warmup_steps {
+            if let Some((prefix, file)) = fresh.first().filter(|_| optimizer.step > config.dense.warmup_steps) {
                 return Err(Error::model_file(
-                    &checkpoint.join(POSITION_HEAD_FILE),
+                    &checkpoint.join(file),
                     format!(
-                        "missing: the checkpoint is past its question step {} without the position head \
+                        "missing: the checkpoint is past its question step {} without the {} \
                          (a head added after the dense warm-up can only start with the questions)",
-                        optimizer.step - config.dense.warmup_steps
+                        optimizer.step - config.dense.warmup_steps,
+                        prefix.replace('_', " ")
                     ),
                 ));
             }
@@ -174,17 +179,23 @@ impl Trainer {
     }
 
     /// [`Self::sample_part`], and with `with_aux`, the position head's loss on the sample's
-    /// image tokens (with a position head) and the pointer loss on its box answers (with
-    /// `optim.pointer_layer`).
-    fn sample_parts(&self, s: &Sample, weighting: LossWeighting, with_aux: bool) -> Result<[Option<Part>; 3]> {
+    /// image tokens (with a position head), the object box head's on those its answers'
+    /// objects cover (with `optim.box_layer`) and the pointer loss (with `optim.pointer_layer`).
+    fn sample_parts(&self, s: &Sample, weighting: LossWeighting, with_aux: bool) -> Result<[Option<Part>; 4]> {
         let o = &self.config.optim;
         let train_vision = o.vision_lr_scale > 0.0;
         let head = self.heads.position.as_ref().filter(|_| with_aux).map(|(h, _)| h);
+        let box_head = self.heads.object_box.as_ref().filter(|_| with_aux).map(|(h, _)| h);
         let pointer_layer = (with_aux && o.pointer_layer > 0).then_some(o.pointer_layer);
-        let taps: Vec<usize> = head.map(PositionHead::layer).into_iter().chain(pointer_layer).collect();
+        let taps: Vec<usize> = head
+            .map(PositionHead::layer)
+            .into_iter()
+            .chain(box_head.map(BoxHead::layer))
+            .chain(pointer_layer)
+            .collect();
         let (logits, tapped) =
             self.model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision, &taps)?;
-        // The taps come back in the order asked: the position head's, then the pointer's.
+        // The taps come back in the order asked: the position head's, the box head's, the pointer's.
         let mut tapped = tapped.into_iter();
         let position = match (head, head.and_then(|_| tapped.next())) {
             (Some(head), Some(stream)) => {
@@ -198,6 +209,10 @@ impl Trainer {
                     .collect();
                 head.part(&stream, &s.prepared.ids, self.model.config().image_token_id, &grids)?
             }
+            _ => None,
+        };
+        let object_box = match (box_head, box_head.and_then(|_| tapped.next())) {
+            (Some(head), Some(stream)) => head.part(&stream, &s.boxes)?,
             _ => None,
         };
         let pointers: Vec<&Pointer> = s.pointers.iter().filter(|p| p.grounding || o.pointer_objects).collect();
@@ -221,7 +236,7 @@ impl Trainer {
                 Part { sum, count: s.answers.len() as f64 }
             }
         };
-        Ok([Some(answers), position, pointer])
+        Ok([Some(answers), position, object_box, pointer])
     }
 
     /// The answers' summed cross-entropy over `samples`, weighted as `weighting` says, and the
@@ -273,23 +288,34 @@ impl Trainer {
         dense::items(self.config.seed, step as u64, &self.config.data, n, d.videos)
     }
 
-    /// One item's loss parts: the answers' first, then the dense head's, then the position
-    /// head's (with one), then the pointer loss (with `optim.pointer_layer`).
+    /// One item's loss parts: the answers' first, then the dense head's, then those of
+    /// [`Self::aux_weights`], in its order.
     fn item_parts(&self, item: &Item, weighting: LossWeighting) -> Result<Vec<Option<Part>>> {
         let dense_parts = self.heads.dense.as_ref().map_or(0, |(h, _)| h.part_count());
-        let (answers, dense, [position, pointer]) = match item {
+        let (answers, dense, aux) = match item {
             Item::Sample(s) => {
-                let [answers, position, pointer] = self.sample_parts(s, weighting, true)?;
-                (answers, (0..dense_parts).map(|_| None).collect(), [position, pointer])
+                let [answers, position, object_box, pointer] = self.sample_parts(s, weighting, true)?;
+                (answers, (0..dense_parts).map(|_| None).collect(), [position, object_box, pointer])
             }
             Item::Dense(dense) => {
                 let (head, _) = self.heads.dense.as_ref().expect("dense items are drawn for a dense head only");
-                (None, head.parts(&self.model, dense)?, [None, None])
+                (None, head.parts(&self.model, dense)?, [None, None, None])
             }
         };
-        let position = self.heads.position.as_ref().map(|_| position);
-        let pointer = (self.config.optim.pointer_layer > 0).then_some(pointer);
-        Ok(std::iter::once(answers).chain(dense).chain(position).chain(pointer).collect())
+        let on = self.aux_weights().map(|w| w.is_some());
+        let aux = aux.into_iter().zip(on).filter(|(_, on)| *on).map(|(part, _)| part);
+        Ok(std::iter::once(answers).chain(dense).chain(aux).collect())
+    }
+
+    /// The question steps' own losses, position head, object box head and pointer, each with
+    /// its weight where the config asks for it.
+    fn aux_weights(&self) -> [Option<f64>; 3] {
+        let o = &self.config.optim;
+        [
+            self.heads.position.as_ref().map(|_| o.position_weight),
+            self.heads.object_box.as_ref().map(|_| o.box_weight),
+            (o.pointer_layer > 0).then_some(o.pointer_weight),
+        ]
     }
 
     /// Trains `dense.warmup_steps` vision-only steps, then `optim.steps` question steps,
@@ -322,16 +348,15 @@ impl Trainer {
             let dense_weight = if warm { 1.0 } else { d.weight };
             let weights: Vec<f64> = std::iter::once(1.0)
                 .chain((0..dense_parts).map(|_| dense_weight))
-                .chain(self.heads.position.as_ref().map(|_| o.position_weight))
-                .chain((o.pointer_layer > 0).then_some(o.pointer_weight))
+                .chain(self.aux_weights().into_iter().flatten())
                 .collect();
             let mut computed = parallel::step(self.pool.as_ref(), &items, &weights, &self.vars, |item| {
                 self.item_parts(item, o.loss_weighting)
             })?;
             let dense = (!dense_items.is_empty()).then(|| DenseParts::from_means(&computed.means[1..=dense_parts]));
-            let aux = |i: usize| computed.means.get(1 + dense_parts + i).copied().flatten();
-            let position = self.heads.position.as_ref().and_then(|_| aux(0));
-            let pointer = (o.pointer_layer > 0).then(|| aux(usize::from(self.heads.position.is_some()))).flatten();
+            // Each asked-for question-step loss's mean, in aux_weights' order; None where not asked.
+            let mut means = computed.means[1 + dense_parts..].iter().copied();
+            let [position, object_box, pointer] = self.aux_weights().map(|w| w.and_then(|_| means.next().flatten()));
             // What the step reports: the dense loss in the warm-up, the answers' after.
             let (loss, lr) = if warm {
                 // A short linear ramp, then constant or cosine: the warm-up is a stage of its own.
@@ -371,6 +396,7 @@ impl Trainer {
                 dense,
                 position,
                 pointer,
+                object_box,
                 tokens_per_sec: tokens as f64 / timed[1].1.max(1e-9),
                 eta_secs: eta_secs(left, timed),
                 eval_loss,
