@@ -53,27 +53,37 @@ impl Heads {
             (dense, boxes) = (Some((head, vars)), box_vars);
         }
         let layers = model.config().text.num_hidden_layers;
-        // A head on the language model's stream after `layer` of its layers, optional in a
-        // checkpoint; `field` names it in errors.
-        let stream_head = |field: &str, layer: usize, file: &str| -> Result<Option<VarMap>> {
+        // A head on the language model's stream after `layer` of its layers (`field` names it in
+        // errors): built first, so that its variables exist, then read from the checkpoint
+        // (optional there) or seeded.
+        fn stream_head<H>(
+            field: &str,
+            layer: usize,
+            layers: usize,
+            file: &str,
+            fill_from: (Option<&Path>, u64),
+            build: impl FnOnce(VarBuilder) -> Result<H>,
+        ) -> Result<Option<(H, VarMap)>> {
             match layer {
                 0 => Ok(None),
                 layer if layer > layers => {
                     Err(Error::Invalid(format!("optim.{field} {layer} is past the language model's {layers} layers")))
                 }
-                _ => Ok(Some(VarMap::new())),
+                _ => {
+                    let vars = VarMap::new();
+                    let head = build(builder(&vars))?;
+                    fill(&vars, fill_from.0, file, true, fill_from.1)?;
+                    Ok(Some((head, vars)))
+                }
             }
-            .and_then(|vars| vars.map(|v| fill(&v, checkpoint, file, true, config.seed).map(|_| v)).transpose())
-        };
-        let o = &config.optim;
-        let position = match stream_head("position_layer", o.position_layer, POSITION_HEAD_FILE)? {
-            Some(vars) => Some((PositionHead::new(builder(&vars), hidden, o.position_layer)?, vars)),
-            None => None,
-        };
-        let object_box = match stream_head("box_layer", o.box_layer, OBJECT_BOX_HEAD_FILE)? {
-            Some(vars) => Some((BoxHead::new(builder(&vars), hidden, o.box_layer)?, vars)),
-            None => None,
-        };
+        }
+        let (o, from) = (&config.optim, (checkpoint, config.seed));
+        let position = stream_head("position_layer", o.position_layer, layers, POSITION_HEAD_FILE, from, |vb| {
+            PositionHead::new(vb, hidden, o.position_layer)
+        })?;
+        let object_box = stream_head("box_layer", o.box_layer, layers, OBJECT_BOX_HEAD_FILE, from, |vb| {
+            BoxHead::new(vb, hidden, o.box_layer)
+        })?;
         Ok(Self { dense, boxes, position, object_box })
     }
 

@@ -363,3 +363,31 @@ fn the_object_box_head_trains_on_the_digits_of_the_covered_objects_box() {
     assert!(e.contains("optim.box_layer 3") && e.contains("2 layers"), "{e}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The language model's stream heads start seeded (the same weights for the same seed) and a
+/// resumed run reads them back from its checkpoint, so runs with them repeat bit for bit.
+#[test]
+fn stream_heads_start_seeded_and_resume_from_the_checkpoint() {
+    let out = scratch("train-stream-heads-seeded");
+    let mut config = tiny(&out, 2);
+    (config.optim.position_layer, config.optim.box_layer) = (1, 1);
+    let weights = |t: &Trainer| -> Vec<Vec<f32>> {
+        let position = &t.heads.position.as_ref().unwrap().1;
+        let object_box = &t.heads.object_box.as_ref().unwrap().1;
+        [(position, "position_head.weight"), (object_box, "object_box_head.weight")]
+            .iter()
+            .map(|(vars, name)| {
+                let data = vars.data().lock().unwrap();
+                data[*name].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            })
+            .collect()
+    };
+    let mut trainer = Trainer::new(config.clone(), false).unwrap();
+    let seeded = weights(&trainer);
+    assert_eq!(weights(&Trainer::new(config.clone(), false).unwrap()), seeded);
+    trainer.run(&mut |_| {}).unwrap();
+    let trained = weights(&trainer);
+    assert_ne!(trained, seeded);
+    assert_eq!(weights(&Trainer::new(config, true).unwrap()), trained);
+    let _ = std::fs::remove_dir_all(&out);
+}
