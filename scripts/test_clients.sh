@@ -33,7 +33,7 @@ done
 [ -n "$url" ] || { echo "test_clients: the server did not start" >&2; exit 1; }
 export OCULAR_URL="$url" IMAGE="$PWD/examples/scene.png" CHROMIUM="$chromium"
 
-QUESTION="What colour is the square?" "$venv/bin/python" tests/python/test_openai_client.py
+QUESTION="What colour is the square?" GROUND="Locate the blue square." "$venv/bin/python" tests/python/test_openai_client.py
 (cd tests/browser && QUESTION="Locate the blue square." EXPECT_BOXES=1 node chat_page.mjs)
 
 # Clean shutdown on SIGTERM.

@@ -27,9 +27,12 @@ pub struct Args {
     /// Accept `file://` image and video URLs inside this folder.
     #[arg(long)]
     pub allow_files: Option<PathBuf>,
-    /// Accept `http(s)://` image and video URLs (fetched with --max-body and a 10 s limit).
+    /// Accept `http(s)://` image and video URLs (fetched within --max-body and --fetch-timeout).
     #[arg(long)]
     pub allow_remote: bool,
+    /// Seconds a remote image or video may take to fetch, connection included.
+    #[arg(long, default_value_t = 10.0)]
+    pub fetch_timeout: f64,
     /// Largest request body, and largest fetched media file, in bytes.
     #[arg(long, default_value_t = 32 << 20)]
     pub max_body: usize,
@@ -62,6 +65,11 @@ pub fn main(args: Args) -> Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .with_context(|| format!("--host {:?} --port {}: not an address to listen on", args.host, args.port))?;
+    anyhow::ensure!(
+        args.fetch_timeout.is_finite() && args.fetch_timeout > 0.0,
+        "--fetch-timeout {}: expected a number of seconds above 0",
+        args.fetch_timeout
+    );
     if let Some(dir) = &args.allow_files {
         anyhow::ensure!(dir.is_dir(), "--allow-files {}: not a folder", dir.display());
     }
@@ -80,7 +88,7 @@ pub fn main(args: Args) -> Result<()> {
             allow_files: args.allow_files.clone(),
             allow_remote: args.allow_remote,
             max_bytes: args.max_body as u64,
-            remote_timeout: Duration::from_secs(10),
+            remote_timeout: Duration::from_secs_f64(args.fetch_timeout),
             limits: args.model.limits(),
             max_images: args.max_images,
             video_fps: args.video_fps,

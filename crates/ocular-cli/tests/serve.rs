@@ -4,129 +4,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{case_json, fixture, scratch};
+use common::server::{data_url, expected, openai_request, read_json, send, sse_events, Server};
+use common::{fixture, scratch};
 use serde_json::{json, Value};
-
-struct Server {
-    child: Child,
-    url: String,
-    stderr: std::sync::Mutex<mpsc::Receiver<String>>,
-}
-
-impl Server {
-    fn start(case: &str, extra: &[&str]) -> Server {
-        Self::start_family("qwen2_vl", case, extra)
-    }
-
-    fn start_family(family: &str, case: &str, extra: &[&str]) -> Server {
-        let model = fixture(family, case).join("model");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ocular"))
-            .args(["serve", "-q", "--port", "0", "--model", model.to_str().unwrap()])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ocular serve");
-        let (tx, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let url = loop {
-            let line = stderr.recv_timeout(Duration::from_secs(60)).expect("the server did not start");
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                break addr.to_string();
-            }
-        };
-        Server { child, url, stderr: std::sync::Mutex::new(stderr) }
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.post_raw(path, body.to_string().as_bytes())
-    }
-
-    fn post_raw(&self, path: &str, body: &[u8]) -> (u16, Value) {
-        let r = ureq::post(&format!("{}{path}", self.url)).set("content-type", "application/json").send_bytes(body);
-        read_json(r)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        match ureq::get(&format!("{}{path}", self.url)).call() {
-            Ok(r) => (r.status(), r.into_string().unwrap()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
-            Err(e) => panic!("GET {path}: {e}"),
-        }
-    }
-
-    /// A streaming request's body lines, read to the end.
-    fn stream(&self, path: &str, body: &Value) -> Vec<String> {
-        let r = send(&format!("{}{path}", self.url), body).expect("streaming request");
-        BufReader::new(r.into_reader()).lines().map(Result::unwrap).filter(|l| !l.is_empty()).collect()
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let (_, text) = self.get("/metrics");
-        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn send(url: &str, body: &Value) -> Result<ureq::Response, ureq::Error> {
-    ureq::post(url).set("content-type", "application/json").send_string(&body.to_string())
-}
-
-fn read_json(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
-    let (code, r) = match r {
-        Ok(r) => (r.status(), r),
-        Err(ureq::Error::Status(code, r)) => (code, r),
-        Err(e) => panic!("request failed: {e}"),
-    };
-    let text = r.into_string().unwrap();
-    (code, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
-}
-
-fn data_url(path: &std::path::Path) -> String {
-    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap()))
-}
-
-/// The fixture's one-turn chat as an OpenAI request, greedy, as many tokens as transformers made.
-fn openai_request(case: &str) -> Value {
-    let meta = case_json("qwen2_vl", case);
-    let image = data_url(&fixture("qwen2_vl", case).join("img0.png"));
-    let parts: Vec<Value> = meta["chat_messages"][0]["content"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| match p["type"].as_str().unwrap() {
-            "image" => json!({"type": "image_url", "image_url": {"url": image}}),
-            _ => json!({"type": "text", "text": p["text"]}),
-        })
-        .collect();
-    json!({"messages": [{"role": "user", "content": parts}], "temperature": 0, "max_tokens": meta["max_new_tokens"]})
-}
-
-fn expected(case: &str) -> String {
-    case_json("qwen2_vl", case)["chat_greedy_text"].as_str().unwrap().to_string()
-}
-
-/// SSE `data:` payloads up to `[DONE]`, which must come last.
-fn sse_events(lines: &[String]) -> Vec<Value> {
-    assert_eq!(lines.last().map(String::as_str), Some("data: [DONE]"), "{lines:?}");
-    lines[..lines.len() - 1].iter().map(|l| serde_json::from_str(l.strip_prefix("data: ").unwrap()).unwrap()).collect()
-}
 
 #[test]
 fn openai_chat_plain_and_streaming_match_transformers() {
@@ -397,7 +281,10 @@ fn sigterm_lets_a_running_generation_finish_then_exits_cleanly() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let mut rest = String::new();
     reader.read_to_string(&mut rest).unwrap();
-    assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+    // Finished, not cancelled: the whole answer, then [DONE].
+    let lines: Vec<String> = first.lines().chain(rest.lines()).filter(|l| !l.is_empty()).map(String::from).collect();
+    let text: String = sse_events(&lines).iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, expected("hub_layout"), "{rest}");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     // The reader thread ends when the pipe closes, so this collects every line the server wrote.

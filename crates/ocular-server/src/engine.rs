@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ocular::generate::{SamplingOverrides, SamplingParams};
+use ocular::ground::Detection;
 use ocular::models::{Media, Prepared};
 use ocular::pipeline::{FinishReason, GenerateOptions, Pipeline, Session};
 use ocular::prompt::Message;
@@ -30,8 +31,10 @@ pub struct Sampling {
 pub struct Job {
     pub messages: Vec<Message>,
     pub media: Media,
-    /// Width and height of the first image: boxes in the answer are placed on it.
-    pub first_image: Option<(u32, u32)>,
+    /// The request's last image (its index among the request's images, and its width and
+    /// height): boxes in the answer are placed on it, as in a chat the question is about the
+    /// image attached last.
+    pub boxed_image: Option<(usize, (u32, u32))>,
     pub sampling: Sampling,
     pub max_tokens: Option<usize>,
     pub stop: Vec<String>,
@@ -59,9 +62,10 @@ pub struct Summary {
 /// A box the answer named, in pixels of the request's image number `image`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BoxOut {
-    pub label: Option<String>,
-    #[serde(rename = "box")]
-    pub bbox: [f32; 4],
+    /// Label and box in pixels, as `ocular ground` and `ocular run --json` write them.
+    #[serde(flatten)]
+    pub detection: Detection,
+    /// Which of the request's images (from 0) the box is on.
     pub image: usize,
 }
 
@@ -216,13 +220,23 @@ fn admit<'p>(pipeline: &'p Pipeline, job: Job, config: &EngineConfig) -> Result<
 }
 
 fn sampling(pipeline: &Pipeline, s: &Sampling) -> SamplingParams {
-    let mut base = pipeline.default_sampling(s.seed.unwrap_or(0));
+    // Without a seed each request samples its own way, as OpenAI's and Ollama's servers do.
+    let mut base = pipeline.default_sampling(s.seed.unwrap_or_else(fresh_seed));
     if s.overrides.temperature.is_some_and(|t| t > 0.0) && base.is_greedy() {
         // The model's config asks for greedy decoding, so its top-k is unset: sampling at the
         // requested temperature should not inherit transformers' default of 50.
         base.top_k = 0;
     }
     s.overrides.apply(base)
+}
+
+/// A seed no other request of this process gets: the clock's nanoseconds and a counter,
+/// spread by splitmix64 so that close seeds do not start close streams.
+fn fresh_seed() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut state = nanos ^ NEXT.fetch_add(1, Relaxed).rotate_left(48);
+    ocular::rng::splitmix64(&mut state)
 }
 
 /// One token for every active generation, the model reading them as one batch. Generations
@@ -241,6 +255,10 @@ fn tick(pipeline: &Pipeline, active: &mut Vec<Active>) {
         }
         true
     });
+    if active.is_empty() {
+        return;
+    }
+    METRICS.decode_step(active.len());
     let results = pipeline.step_all(&mut active.iter_mut().map(|a| &mut a.session).collect::<Vec<_>>());
     let keep: Vec<bool> = active.iter_mut().zip(results).map(|(a, r)| deliver(pipeline, a, r)).collect();
     let mut keep = keep.into_iter();
@@ -280,10 +298,10 @@ fn summary(pipeline: &Pipeline, a: &Active) -> Summary {
         METRICS.decode_rate((tokens.len() - 1) as f64 / decode_secs);
     }
     // Box markers are special tokens, so boxes are read from the text with them kept.
-    let boxes = match (a.job.first_image, pipeline.model.tokenizer().decode(tokens, false)) {
-        (Some(size), Ok(raw)) => pipeline
-            .boxes(&raw, &a.prepared, size)
-            .map(|g| g.boxes.into_iter().map(|d| BoxOut { label: d.label, bbox: d.bbox, image: 0 }).collect())
+    let boxes = match (a.job.boxed_image, pipeline.model.tokenizer().decode(tokens, false)) {
+        (Some((image, size)), Ok(raw)) => pipeline
+            .boxes_on(&raw, &a.prepared, image, size)
+            .map(|g| g.boxes.into_iter().map(|detection| BoxOut { detection, image }).collect())
             .unwrap_or_default(),
         _ => Vec::new(),
     };

@@ -64,12 +64,12 @@ pub async fn submit(state: &AppState, request: Request) -> Result<mpsc::Unbounde
     let media = tokio::task::spawn_blocking(move || load_media(media_refs, &policy))
         .await
         .map_err(|e| ApiError::internal(format!("media loading failed: {e}")))??;
-    let first_image = media.images.first().map(|i| i.dimensions());
+    let boxed_image = media.images.last().map(|i| (media.images.len() - 1, i.dimensions()));
     let (events, rx) = mpsc::unbounded_channel();
     state.engine.submit(Job {
         messages: conversation.messages,
         media,
-        first_image,
+        boxed_image,
         sampling,
         max_tokens,
         stop,

@@ -74,6 +74,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/tags", get(ollama::tags))
         .route("/api/version", get(ollama::version))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), body_limit))
         // The body limit is enforced above with a JSON error; this lifts axum's 2 MB default.
         .layer(DefaultBodyLimit::max(max_body.saturating_add(1)))
@@ -144,11 +145,21 @@ async fn metrics_text() -> impl IntoResponse {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no route for {} {}", request.method(), request.uri().path()),
-    )
+    route_error(StatusCode::NOT_FOUND, "not_found", "no route for", &request)
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    route_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take", &request)
+}
+
+/// A routing error in the shape of the API the path belongs to (Ollama's under `/api/`).
+fn route_error(status: StatusCode, code: &'static str, what: &str, request: &Request) -> ApiError {
+    let e = ApiError::new(status, code, format!("{what} {} {}", request.method(), request.uri().path()));
+    if request.uri().path().starts_with("/api/") {
+        e.ollama()
+    } else {
+        e
+    }
 }
 
 /// Serves until SIGINT or SIGTERM, then stops taking connections, lets running generations

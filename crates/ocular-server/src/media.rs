@@ -41,7 +41,10 @@ pub fn fetch(url: &str, policy: &MediaPolicy, param: &Param) -> Result<Vec<u8>, 
         return decode_base64(payload, policy, param);
     }
     if let Some(path) = url.strip_prefix("file://") {
-        return read_allowed_file(Path::new(path), policy, param);
+        // `file:///a%20b.png` and `file://localhost/a%20b.png` both name "/a b.png".
+        let path = path.strip_prefix("localhost").unwrap_or(path);
+        let path = percent_decode(path).ok_or_else(|| bad(format!("{url:?}: a bad %-escape in the path")))?;
+        return read_allowed_file(Path::new(&path), policy, param);
     }
     if url.starts_with("http://") || url.starts_with("https://") {
         if !policy.allow_remote {
@@ -51,6 +54,25 @@ pub fn fetch(url: &str, policy: &MediaPolicy, param: &Param) -> Result<Vec<u8>, 
     }
     let shown: String = url.chars().take(40).collect();
     Err(bad(format!("unsupported URL {shown:?}: use a data: URL, a file:// path or an http(s):// URL")))
+}
+
+/// A URL path with its `%XX` escapes decoded; `None` for a bad escape or a path that is not
+/// UTF-8 once decoded.
+fn percent_decode(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Base64 (standard alphabet, padding optional, whitespace ignored), within the size limit.
@@ -151,4 +173,19 @@ pub fn decode_video(bytes: &[u8], policy: &MediaPolicy, param: &Param) -> Result
 fn unique() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn file_url_paths_decode_their_escapes() {
+        assert_eq!(percent_decode("/a%20b/%C3%A9t%c3%a9.png").as_deref(), Some("/a b/été.png"));
+        assert_eq!(percent_decode("/plain.png").as_deref(), Some("/plain.png"));
+        assert_eq!(percent_decode("/bad%2"), None);
+        assert_eq!(percent_decode("/bad%zz"), None);
+        assert_eq!(percent_decode("/bad%+1"), None);
+        assert_eq!(percent_decode("/not-utf8%ff"), None);
+    }
 }

@@ -56,6 +56,10 @@ pub struct Metrics {
     pub active: AtomicU64,
     pub cancelled: AtomicU64,
     pub generated_tokens: AtomicU64,
+    /// Batched decode steps (each advances every active generation by one token), and the
+    /// most generations one of them advanced.
+    decode_steps: AtomicU64,
+    largest_batch: AtomicU64,
     /// Decode speed of the last finished generation, tokens per second, as f64 bits.
     last_decode_rate: AtomicU64,
     pub time_to_first_token: Histogram,
@@ -71,6 +75,8 @@ impl Metrics {
             active: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
+            decode_steps: AtomicU64::new(0),
+            largest_batch: AtomicU64::new(0),
             last_decode_rate: AtomicU64::new(0),
             time_to_first_token: Histogram::new(),
             image_encode: Histogram::new(),
@@ -83,6 +89,12 @@ impl Metrics {
 
     pub fn error(&self, status: u16) {
         bump(&mut self.errors.lock().unwrap_or_else(|e| e.into_inner()), status);
+    }
+
+    /// One decode step that advanced `batch` generations together.
+    pub fn decode_step(&self, batch: usize) {
+        self.decode_steps.fetch_add(1, Relaxed);
+        self.largest_batch.fetch_max(batch as u64, Relaxed);
     }
 
     pub fn decode_rate(&self, tokens_per_sec: f64) {
@@ -122,6 +134,18 @@ impl Metrics {
                 "counter",
                 "Tokens generated.",
                 self.generated_tokens.load(Relaxed) as f64,
+            ),
+            (
+                "ocular_decode_steps_total",
+                "counter",
+                "Batched decode steps, each advancing every active generation by one token.",
+                self.decode_steps.load(Relaxed) as f64,
+            ),
+            (
+                "ocular_decode_batch_max",
+                "gauge",
+                "The most generations one decode step has advanced together.",
+                self.largest_batch.load(Relaxed) as f64,
             ),
             (
                 "ocular_decode_tokens_per_second",

@@ -116,7 +116,13 @@ impl Pipeline {
     /// The boxes in `answer` (see [`Pipeline::raw_text`]), placed on the first image of `prepared` (`original` = its width
     /// and height). None when the model has no box convention or the prompt had no image.
     pub fn boxes(&self, answer: &str, prepared: &Prepared, original: (u32, u32)) -> Option<Grounding> {
-        let image = prepared.media.iter().find(|m| m.kind == MediaKind::Image)?;
+        self.boxes_on(answer, prepared, 0, original)
+    }
+
+    /// [`Self::boxes`] placed on the prompt's image number `index` (from 0, in prompt order),
+    /// whose original size is `original`.
+    pub fn boxes_on(&self, answer: &str, prepared: &Prepared, index: usize, original: (u32, u32)) -> Option<Grounding> {
+        let image = prepared.media.iter().filter(|m| m.kind == MediaKind::Image).nth(index)?;
         let coords = self.model.box_coords(image)?;
         Some(crate::ground::parse(answer, coords, original))
     }

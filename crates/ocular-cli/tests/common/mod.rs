@@ -1,6 +1,8 @@
 //! What the CLI tests share: running the binary, finding fixtures, checking one-line errors.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
