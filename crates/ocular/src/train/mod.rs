@@ -12,6 +12,7 @@ pub mod optim;
 pub mod parallel;
 pub mod pointer;
 pub mod position;
+mod question_aux;
 pub mod scenes;
 pub mod tokenizer;
 pub mod trainer;

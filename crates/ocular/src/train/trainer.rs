@@ -16,11 +16,10 @@ use super::folder;
 use super::heads::Heads;
 #[cfg(test)]
 use super::heads::{BOX_HEAD_FILE, DENSE_HEAD_FILE};
-use super::object_box::BoxHead;
 use super::optim::{learning_rate, AdamW};
 use super::parallel::{self, Part};
-use super::pointer::{self, Pointer};
-use super::position::PositionHead;
+use super::pointer;
+use super::question_aux::{QuestionAux, AUX_LOSSES};
 use super::scenes::Generator;
 use super::weights::{init_weights, load_into};
 use crate::error::{Error, Result};
@@ -28,7 +27,6 @@ use crate::load::ModelDir;
 use crate::models::qwen2_vl::config::Qwen2VlConfig;
 use crate::models::qwen2_vl::processor::Qwen2VlProcessor;
 use crate::models::qwen2_vl::{Layout, Qwen2Vl};
-use crate::models::MediaKind;
 use crate::prompt::{ChatTemplate, TextTokenizer};
 
 /// What the loop reports after each step.
@@ -178,52 +176,14 @@ impl Trainer {
         Ok(answers.expect("the answers' part is always computed"))
     }
 
-    /// [`Self::sample_part`], and with `with_aux`, the position head's loss on the sample's
-    /// image tokens (with a position head), the object box head's on those its answers'
-    /// objects cover (with `optim.box_layer`) and the pointer loss (with `optim.pointer_layer`).
+    /// [`Self::sample_part`], and with `with_aux`, the question steps' auxiliary losses
+    /// (`train::question_aux`) the config asks for.
     fn sample_parts(&self, s: &Sample, weighting: LossWeighting, with_aux: bool) -> Result<[Option<Part>; 4]> {
-        let o = &self.config.optim;
-        let train_vision = o.vision_lr_scale > 0.0;
-        let head = self.heads.position.as_ref().filter(|_| with_aux).map(|(h, _)| h);
-        let box_head = self.heads.object_box.as_ref().filter(|_| with_aux).map(|(h, _)| h);
-        let pointer_layer = (with_aux && o.pointer_layer > 0).then_some(o.pointer_layer);
-        let taps: Vec<usize> = head
-            .map(PositionHead::layer)
-            .into_iter()
-            .chain(box_head.map(BoxHead::layer))
-            .chain(pointer_layer)
-            .collect();
+        let train_vision = self.config.optim.vision_lr_scale > 0.0;
+        let aux = QuestionAux::new(&self.config, &self.heads, with_aux);
         let (logits, tapped) =
-            self.model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision, &taps)?;
-        // The taps come back in the order asked: the position head's, the box head's, the pointer's.
-        let mut tapped = tapped.into_iter();
-        let position = match (head, head.and_then(|_| tapped.next())) {
-            (Some(head), Some(stream)) => {
-                let merge = self.model.config().vision.merge_size;
-                let grids: Vec<[usize; 2]> = s
-                    .prepared
-                    .media
-                    .iter()
-                    .filter(|m| m.kind == MediaKind::Image)
-                    .map(|m| [m.grid_thw[1] / merge, m.grid_thw[2] / merge])
-                    .collect();
-                head.part(&stream, &s.prepared.ids, self.model.config().image_token_id, &grids)?
-            }
-            _ => None,
-        };
-        let object_box = match (box_head, box_head.and_then(|_| tapped.next())) {
-            (Some(head), Some(stream)) => head.part(&stream, &s.boxes)?,
-            _ => None,
-        };
-        let pointers: Vec<&Pointer> = s.pointers.iter().filter(|p| p.grounding || o.pointer_objects).collect();
-        let pointer = match (pointer_layer, pointer_layer.and_then(|_| tapped.next())) {
-            (Some(layer), Some(entering)) if !pointers.is_empty() => {
-                let queries: Vec<u32> = pointers.iter().flat_map(|p| p.queries.iter().copied()).collect();
-                let weights = self.model.attention_weights_packed(layer, &entering, &s.positions, &s.mask, &queries)?;
-                pointer::part(&weights, &pointers, o.pointer_head)?
-            }
-            _ => None,
-        };
+            self.model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision, &aux.taps())?;
+        let [position, object_box, pointer] = aux.parts(&self.model, s, tapped)?;
         let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
         let nll =
             candle_nn::ops::log_softmax(&logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
@@ -307,15 +267,9 @@ impl Trainer {
         Ok(std::iter::once(answers).chain(dense).chain(aux).collect())
     }
 
-    /// The question steps' own losses, position head, object box head and pointer, each with
-    /// its weight where the config asks for it.
-    fn aux_weights(&self) -> [Option<f64>; 3] {
-        let o = &self.config.optim;
-        [
-            self.heads.position.as_ref().map(|_| o.position_weight),
-            self.heads.object_box.as_ref().map(|_| o.box_weight),
-            (o.pointer_layer > 0).then_some(o.pointer_weight),
-        ]
+    /// The question steps' auxiliary losses' weights (`train::question_aux`).
+    fn aux_weights(&self) -> [Option<f64>; AUX_LOSSES] {
+        QuestionAux::weights(&self.config, &self.heads)
     }
 
     /// Trains `dense.warmup_steps` vision-only steps, then `optim.steps` question steps,
