@@ -215,13 +215,13 @@ fn bad_requests_get_clear_errors_and_the_server_survives() {
     assert_eq!(code, 404);
     assert!(err["error"]["message"].as_str().unwrap().contains("/v1/nothing"));
 
-    // Still serving: a small image inside the allowed folder works.
-    image::RgbImage::new(40, 30).save(dir.join("small.png")).unwrap();
-    let (code, ok) = server.post(
-        "/v1/chat/completions",
-        &with_parts(json!([img(&format!("file://{}", dir.join("small.png").display())), text])),
-    );
-    assert_eq!(code, 200, "{ok}");
+    // Still serving: a small image inside the allowed folder works, its name %-escaped or not.
+    image::RgbImage::new(40, 30).save(dir.join("small image.png")).unwrap();
+    for name in ["small image.png", "small%20image.png"] {
+        let url = format!("file://{}/{name}", dir.display());
+        let (code, ok) = server.post("/v1/chat/completions", &with_parts(json!([img(&url), text])));
+        assert_eq!(code, 200, "{url}: {ok}");
+    }
     let (code, ok) = server.post("/v1/chat/completions", &with_parts(json!([img(&small_png), text])));
     assert_eq!(code, 200, "{ok}");
     assert_eq!(ok["usage"]["completion_tokens"], 2);

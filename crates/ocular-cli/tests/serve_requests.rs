@@ -212,6 +212,11 @@ fn remote_media_over_the_size_or_time_limit_is_refused() {
     let message = err["error"]["message"].as_str().unwrap();
     assert!(message.contains(&silent) && message.contains("timed out"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(10), "the fetch took {:?}", started.elapsed());
+    // file:// URLs are off without --allow-files.
+    let file = format!("file://{}", common::fixture("qwen2_vl", "hub_layout").join("img0.png").display());
+    let (code, err) = server.post("/v1/chat/completions", &with_image(&file));
+    assert_eq!(code, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("--allow-files"), "{err}");
     let bad = common::ocular(&["serve", "--fetch-timeout", "0"]);
     common::expect_error(&bad, 1, &["--fetch-timeout"]);
 }
