@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Command;
-use std::time::Duration;
 
 use base64::Engine as _;
 use common::server::{data_url, expected, openai_request, read_json, send, sse_events, Server};
@@ -244,11 +243,7 @@ fn a_full_queue_answers_503_and_a_client_that_leaves_cancels_its_generation() {
         let short = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3});
         read_json(send(&format!("{url}/v1/chat/completions"), &short))
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while server.metric("ocular_queue_depth") < 1.0 {
-        assert!(std::time::Instant::now() < deadline, "the second request never queued");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for("the second request never queued", |s| s.metric("ocular_queue_depth") >= 1.0);
     // The third finds the queue full.
     let r =
         send(&format!("{}/v1/chat/completions", server.url), &json!({"messages": [{"role": "user", "content": "hi"}]}));

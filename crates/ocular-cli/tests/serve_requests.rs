@@ -106,16 +106,11 @@ fn a_client_that_leaves_a_plain_request_cancels_its_generation() {
     );
     client.write_all(head.as_bytes()).unwrap();
     client.write_all(body.as_bytes()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.metric("ocular_active_generations") < 1.0 {
-        assert!(Instant::now() < deadline, "the generation never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for("the generation never started", |s| s.metric("ocular_active_generations") >= 1.0);
     drop(client);
-    while server.metric("ocular_cancelled_total") < 1.0 || server.metric("ocular_active_generations") > 0.0 {
-        assert!(Instant::now() < deadline, "the generation went on after its client left");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for("the generation went on after its client left", |s| {
+        s.metric("ocular_cancelled_total") >= 1.0 && s.metric("ocular_active_generations") == 0.0
+    });
 }
 
 #[test]

@@ -73,6 +73,15 @@ impl Server {
         BufReader::new(r.into_reader()).lines().map(Result::unwrap).filter(|l| !l.is_empty()).collect()
     }
 
+    /// Polls until `done` holds, failing with `what` after 20 seconds.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&Server) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done(self) {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn metric(&self, name: &str) -> f64 {
         let (_, text) = self.get("/metrics");
         let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
