@@ -65,13 +65,13 @@ pub fn main(args: Args) -> Result<()> {
             return;
         }
         let line = format!(
-            "step {}/{}  loss {:.4}  lr {:.2e}  grad {:.2}  {:.0} tok/s  ETA {}",
+            "step {}/{}  loss {:.4}  lr {:.2e}  grad {:.2}  {}  ETA {}",
             p.step,
             p.steps,
             p.loss,
             p.lr,
             p.grad_norm,
-            p.tokens_per_sec,
+            p.rate,
             duration(p.eta_secs)
         );
         let line = match p.dense {

@@ -47,10 +47,28 @@ pub struct Progress {
     pub pointer: Option<f32>,
     /// The object box head's loss (see `train::object_box`), with `optim.box_layer`.
     pub object_box: Option<f32>,
-    pub tokens_per_sec: f64,
+    /// This stage's pace so far.
+    pub rate: Rate,
     pub eta_secs: f64,
     /// Mean loss on held-out examples, on the steps that measure it.
     pub eval_loss: Option<f32>,
+}
+
+/// A stage's pace: the warm-up sees images (scenes and clips) but no text, the question
+/// steps are measured in tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    ImagesPerSec(f64),
+    TokensPerSec(f64),
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::ImagesPerSec(r) => write!(f, "{r:.1} images/s"),
+            Rate::TokensPerSec(r) => write!(f, "{r:.0} tok/s"),
+        }
+    }
 }
 
 /// Examples of step `step` are drawn from their own generator, so any step can be redone.
@@ -279,9 +297,10 @@ impl Trainer {
         let d = self.config.dense.clone();
         let total = d.warmup_steps + o.steps;
         let visual = format!("{}.", Layout::V5.visual);
-        let mut tokens = 0usize;
-        // (steps, seconds) of this run's warm-up and question steps: tokens/s counts question
-        // steps only, and the ETA prices each stage's remaining steps at that stage's own pace.
+        // Warm-up images and question-step tokens this run has seen.
+        let (mut images, mut tokens) = (0usize, 0usize);
+        // (steps, seconds) of this run's warm-up and question steps: the ETA prices each
+        // stage's remaining steps at that stage's own pace.
         let mut timed = [(0usize, 0.0f64); 2];
         while self.optimizer.step < total {
             let step = self.optimizer.step;
@@ -296,6 +315,9 @@ impl Trainer {
             tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
             // Question steps learn from the dense head too only when it weighs something.
             let dense_items = if warm || d.weight > 0.0 { self.dense_items(step) } else { vec![] };
+            if warm {
+                images += dense_items.len();
+            }
             let items: Vec<Item> =
                 samples.iter().map(Item::Sample).chain(dense_items.iter().map(Item::Dense)).collect();
             let dense_parts = self.heads.dense.as_ref().map_or(0, |(h, _)| h.part_count());
@@ -351,7 +373,11 @@ impl Trainer {
                 position,
                 pointer,
                 object_box,
-                tokens_per_sec: tokens as f64 / timed[1].1.max(1e-9),
+                rate: if warm {
+                    Rate::ImagesPerSec(images as f64 / timed[0].1.max(1e-9))
+                } else {
+                    Rate::TokensPerSec(tokens as f64 / timed[1].1.max(1e-9))
+                },
                 eta_secs: eta_secs(left, timed),
                 eval_loss,
             });

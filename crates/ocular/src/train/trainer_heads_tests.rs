@@ -17,9 +17,17 @@ fn dense_warm_up_trains_the_vision_tower_first_and_its_head_stays_out_of_the_mod
     config.dense =
         Dense { warmup_steps: 8, warmup_batch_size: 4, batch_size: 2, lr: 3e-3, weight: 0.5, ..Default::default() };
     let mut trainer = Trainer::new(config.clone(), false).unwrap();
-    let mut seen = vec![];
-    trainer.run(&mut |p| seen.push((p.step, p.steps, p.loss, p.dense.map(|d| d.colour + d.shape)))).unwrap();
+    let (mut seen, mut rates) = (vec![], vec![]);
+    trainer
+        .run(&mut |p| {
+            seen.push((p.step, p.steps, p.loss, p.dense.map(|d| d.colour + d.shape)));
+            rates.push(p.rate);
+        })
+        .unwrap();
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    // The warm-up's pace is counted in images, the question steps' in tokens.
+    assert!(rates[..8].iter().all(|r| matches!(r, Rate::ImagesPerSec(x) if *x > 0.0)), "{rates:?}");
+    assert!(rates[8..].iter().all(|r| matches!(r, Rate::TokensPerSec(x) if *x > 0.0)), "{rates:?}");
     assert!(seen.iter().all(|s| s.1 == 10 && s.3.is_some()), "{seen:?}");
     // Warm-up steps report the dense loss itself, and it falls; question steps report answers.
     let reports_dense = |s: &(usize, usize, f32, Option<f32>)| (s.2 - s.3.unwrap()).abs() < 1e-5;
