@@ -119,9 +119,9 @@ fn ground_finds_and_draws_the_blue_square() {
 /// so a broken loader, preprocessor or template shows; they are far below the targets
 /// because the shipped model does not reach them yet. About 28 questions a task make a
 /// standard error of ~9 points, so each floor sits under this seed's own score (caption 0.45,
-/// attribute 0.76, count 0.66, relation 0.41, multi-image 0.54, video 0.93; on 1000 scenes
-/// multi-image is 0.68). Few boxes reach IoU 0.5 yet, so grounding is checked by its mean IoU
-/// and for well-formed boxes.
+/// attribute 0.93, count 0.66, relation 0.48, multi-image 0.68, video 0.96, grounding 3 boxes
+/// of 28 at IoU 0.5; on 1000 scenes attribute is 0.70). Few boxes reach IoU 0.5 yet, so
+/// grounding is checked mostly by its mean IoU and for well-formed boxes.
 #[test]
 fn the_builtin_model_scores_on_200_fresh_scenes() {
     let predictions = scratch("builtin-eval").join("predictions.jsonl");
@@ -148,16 +148,17 @@ fn the_builtin_model_scores_on_200_fresh_scenes() {
         ("attribute", 0.7),
         ("count", 0.55),
         ("relation", 0.35),
-        ("multi_image", 0.45),
+        ("multi_image", 0.5),
         ("video", 0.85),
+        ("grounding", 0.03),
     ] {
         let accuracy = tasks[task]["accuracy"].as_f64().unwrap();
         assert!(accuracy >= floor, "{task}: accuracy {accuracy} under the floor {floor}");
     }
-    // Its boxes overlap the true ones (mean IoU 0.19 on these scenes; 0.01-0.03 before the
+    // Its boxes overlap the true ones (mean IoU 0.22 on these scenes; 0.01-0.03 before the
     // pointer loss taught its answers to look at the object).
     let mean_iou = report["grounding"]["mean_iou"].as_f64().unwrap();
-    assert!(mean_iou >= 0.1, "grounding mean IoU {mean_iou} under the floor 0.1");
+    assert!(mean_iou >= 0.15, "grounding mean IoU {mean_iou} under the floor 0.15");
     let text = std::fs::read_to_string(&predictions).unwrap();
     let answers: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let boxes: Vec<&str> =
