@@ -89,13 +89,20 @@ try {
   // The page reads the file asynchronously; the overlay shows (with the image) once it is attached.
   await Promise.race([page.locator("#overlay").waitFor({ state: "visible", timeout: 10_000 }), pageError]);
   await page.fill("#prompt", question);
-  // Counts the distinct texts the answer shows while it streams, before it is marked done.
+  // Counts the distinct texts the page writes into the answer while it streams, before it is
+  // marked done. Counted where the page sets them, not by a MutationObserver: mutation records
+  // are delivered once per task, so every piece that arrives in one network read (as when the
+  // browser is slow to start reading, on a cold start) would count as one update.
   await page.evaluate(() => {
     window.__updates = new Set();
-    new MutationObserver(() => {
-      const last = [...document.querySelectorAll(".assistant")].pop();
-      if (last && last.dataset.done !== "true" && last.textContent) window.__updates.add(last.textContent);
-    }).observe(document.getElementById("messages"), { childList: true, subtree: true, characterData: true });
+    const text = Object.getOwnPropertyDescriptor(Node.prototype, "textContent");
+    Object.defineProperty(Node.prototype, "textContent", {
+      ...text,
+      set(value) {
+        text.set.call(this, value);
+        if (value && this.classList?.contains("assistant") && this.dataset.done !== "true") window.__updates.add(value);
+      },
+    });
   });
   await page.click("#send");
 
