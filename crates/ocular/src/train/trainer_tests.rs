@@ -178,6 +178,26 @@ fn check_packing(trainer: &Trainer) {
     assert!(checked >= 12, "groups held only {checked} questions");
 }
 
+/// A base that is not a Qwen2-VL model folder is refused by name, and nothing is written.
+#[test]
+fn a_base_of_another_family_or_no_model_is_refused_before_anything_is_copied() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for (base, expected) in [
+        (
+            "tests/fixtures/llava/one_image/model",
+            "model_type \"llava\": `ocular train` fine-tunes Qwen2-VL models only",
+        ),
+        ("tests/fixtures/llava/one_image", "missing: every model folder needs config.json"),
+    ] {
+        let out = scratch("base-refused");
+        let config = TrainConfig { out: out.clone(), base: Some(root.join(base)), ..Default::default() };
+        let message = Trainer::new(config, false).err().expect("the base must be refused").to_string();
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains(&root.join(base).join("config.json").display().to_string()), "{message}");
+        assert!(!out.exists(), "{} was written", out.display());
+    }
+}
+
 /// One example's loss and gradients on the built-in model equal transformers' autograd
 /// (tests/fixtures/builtin/grads.safetensors, from scripts/fixtures/train_grads.py).
 #[test]
