@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ocular::train::eval::{self, Report, Scored};
+use ocular::train::scenes::Task;
 
 use crate::common::ModelArgs;
 
@@ -50,7 +51,7 @@ enum Suite {
 /// Too few examples is a usage error, found before any weights are loaded.
 fn parse_n(s: &str) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|e| format!("{e}"))?;
-    eval::examples_per_task(n).map(|_| n).map_err(|e| e.to_string())
+    eval::examples_per_task(n, Task::ALL.len()).map(|_| n).map_err(|e| e.to_string())
 }
 
 pub fn main(args: Args) -> Result<()> {

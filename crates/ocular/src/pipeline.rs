@@ -58,21 +58,26 @@ impl Generation {
     }
 }
 
+/// A folder's generation settings (transformers' defaults without generation_config.json) and
+/// the ids that end generation: that file's EOS ids, else config.json's.
+pub fn generation_settings(dir: &ModelDir) -> Result<(GenerationConfig, Vec<u32>)> {
+    let generation_config = match dir.json("generation_config.json")? {
+        Some(v) => serde_json::from_value(v).map_err(|e| Error::model_file(dir.path("generation_config.json"), e))?,
+        None => GenerationConfig::default(),
+    };
+    let mut eos_ids = generation_config.eos_ids();
+    if eos_ids.is_empty() {
+        eos_ids = crate::generate::eos_ids_from_model_config(&dir.config()?);
+    }
+    Ok((generation_config, eos_ids))
+}
+
 impl Pipeline {
     pub fn load(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = ModelDir::open(dir)?;
         let model = models::load(&dir, opts)?;
         let template = dir.chat_template()?.map(ChatTemplate::new).transpose()?;
-        let generation_config = match dir.json("generation_config.json")? {
-            Some(v) => {
-                serde_json::from_value(v).map_err(|e| Error::model_file(dir.path("generation_config.json"), e))?
-            }
-            None => GenerationConfig::default(),
-        };
-        let mut eos_ids = generation_config.eos_ids();
-        if eos_ids.is_empty() {
-            eos_ids = crate::generate::eos_ids_from_model_config(&dir.config()?);
-        }
+        let (generation_config, eos_ids) = generation_settings(&dir)?;
         Ok(Self { model, template, generation_config, eos_ids })
     }
 

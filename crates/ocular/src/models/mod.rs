@@ -101,6 +101,11 @@ pub trait VisionLanguageModel: Send + Sync {
         Ok(Tensor::stack(&rows, 0)?)
     }
 
+    /// Whether the family takes videos (its `prepare` refuses them otherwise).
+    fn takes_video(&self) -> bool {
+        true
+    }
+
     /// The question that asks this model for the box of `phrase` in its own grounding idiom;
     /// None when the family was not trained to answer with boxes.
     fn grounding_prompt(&self, phrase: &str) -> Option<String> {

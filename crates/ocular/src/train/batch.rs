@@ -11,14 +11,17 @@
 
 use candle_core::{Device, Tensor};
 
+use super::model::TrainModel;
 use super::object_box::{box_digits, ObjectBox};
 use super::pointer::{covered_cells, Pointer};
 use super::scenes::Example;
 use crate::error::{Error, Result};
 use crate::image::Video;
+use crate::load::ModelDir;
 use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::{Media, MediaKind, Prepared, VisionLanguageModel};
-use crate::prompt::{ChatTemplate, Message};
+use crate::pipeline::generation_settings;
+use crate::prompt::{ChatTemplate, Message, TextTokenizer};
 
 pub struct Sample {
     /// The packed ids (shared prefix, then each branch) with the media of the prefix.
@@ -59,26 +62,60 @@ pub fn user_message(example: &Example) -> Message {
     Message::user_with_media(&example.question, example.images.len(), usize::from(example.video.is_some()))
 }
 
+/// How a model's examples are written: its chat template, its tokenizer's BOS and EOS text
+/// (for templates that write them) and the ids that end an answer, all as inference has them.
+pub struct Chat {
+    template: ChatTemplate,
+    bos: Option<String>,
+    eos: Option<String>,
+    stop_ids: Vec<u32>,
+}
+
+impl Chat {
+    pub fn load(dir: &ModelDir, tokenizer: &TextTokenizer) -> Result<Self> {
+        let template = ChatTemplate::new(dir.chat_template()?.ok_or_else(|| {
+            Error::model_file(dir.root(), "no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json): training renders its questions with it")
+        })?)?;
+        let (_, stop_ids) = generation_settings(dir)?;
+        Ok(Self { template, bos: tokenizer.bos_token.clone(), eos: tokenizer.eos_token.clone(), stop_ids })
+    }
+
+    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.template.render(messages, add_generation_prompt, self.bos.as_deref(), self.eos.as_deref())
+    }
+}
+
 /// One example alone: its prompt and answer ids, and where the answer starts.
 struct Single {
     prepared: Prepared,
     answer_start: usize,
 }
 
-fn single(model: &Qwen2Vl, template: &ChatTemplate, example: &Example, media: &Media) -> Result<Single> {
+fn single(model: &dyn TrainModel, chat: &Chat, example: &Example, media: &Media) -> Result<Single> {
     let user = user_message(example);
-    let prompt = template.render(std::slice::from_ref(&user), true, None, None)?;
-    let full = template.render(&[user, Message::assistant(&example.answer)], false, None, None)?;
+    let prompt = chat.render(std::slice::from_ref(&user), true)?;
+    let full = chat.render(&[user, Message::assistant(&example.answer)], false)?;
     let answer_text = full
         .strip_prefix(&prompt)
         .ok_or_else(|| Error::Template("the rendered answer does not extend the rendered prompt".into()))?;
-    let mut prepared = model.prepare(&prompt, media, false)?;
+    // As inference tokenizes: special tokens added unless the template wrote the BOS itself.
+    let has_bos = chat.bos.as_deref().is_some_and(|b| !b.is_empty() && prompt.starts_with(b));
+    let mut prepared = model.prepare(&prompt, media, !has_bos)?;
     let tokenizer = model.tokenizer();
-    let end = tokenizer.token_id("<|im_end|>").ok_or_else(|| Error::Tokenizer("no <|im_end|> token".into()))?;
     let mut answer = tokenizer.encode(answer_text, false)?;
-    // Score through the closing <|im_end|>; what the template adds after it is not the answer.
-    let stop = answer.iter().position(|&t| t == end).map(|i| i + 1).unwrap_or(answer.len());
-    answer.truncate(stop);
+    match answer.iter().position(|t| chat.stop_ids.contains(t)) {
+        // Score through the turn's end token (Qwen2's <|im_end|>); what follows is not the answer.
+        Some(end) => answer.truncate(end + 1),
+        // A template that ends a turn with no such token (LLaVA's: "ASSISTANT: blue "): the
+        // answer, then the EOS that stops generation.
+        None => {
+            let eos = chat.stop_ids.first().ok_or_else(|| {
+                Error::Invalid("the model folder names no end-of-sequence token (eos_token_id in generation_config.json or config.json), so an answer cannot be taught to stop".into())
+            })?;
+            answer = tokenizer.encode(answer_text.trim_end(), false)?;
+            answer.push(*eos);
+        }
+    }
     let answer_start = prepared.ids.len();
     prepared.ids.extend_from_slice(&answer);
     Ok(Single { prepared, answer_start })
@@ -86,7 +123,7 @@ fn single(model: &Qwen2Vl, template: &ChatTemplate, example: &Example, media: &M
 
 /// Packs `group` (examples sharing the same media, as [`super::scenes::Generator::group`]
 /// makes them) into one training sequence.
-pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Result<Sample> {
+pub fn sample(model: &dyn TrainModel, chat: &Chat, group: &[Example]) -> Result<Sample> {
     let first = group.first().ok_or_else(|| {
         Error::Invalid(
             "the data config yields no questions for its tasks (check [data] tasks, object counts and canvas sides)"
@@ -94,25 +131,26 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
         )
     })?;
     let media = media(first);
-    let singles: Vec<Single> = group.iter().map(|e| single(model, template, e, &media)).collect::<Result<_>>()?;
+    let singles: Vec<Single> = group.iter().map(|e| single(model, chat, e, &media)).collect::<Result<_>>()?;
     // The shared prefix stops before any branch's first scored row.
     let mut prefix = singles.iter().map(|s| s.answer_start - 1).min().unwrap_or(0);
     for s in &singles[1..] {
         prefix = prefix.min(common_prefix(&singles[0].prepared.ids, &s.prepared.ids));
     }
     let mut ids = singles[0].prepared.ids[..prefix].to_vec();
-    let mut positions = model.position_ids(&singles[0].prepared)?.0[..prefix].to_vec();
+    let mut positions = model.positions(&singles[0].prepared)?[..prefix].to_vec();
     let (mut rows, mut targets, mut branches, mut answers) = (vec![], vec![], vec![], vec![]);
     let (mut pointers, mut boxes) = (vec![], vec![]);
     for (s, example) in singles.iter().zip(group) {
         let start = ids.len();
-        if let Some((p, b)) = pointer(model, s, example, |i| if i < prefix { i } else { start + i - prefix })? {
+        let packed = |i| if i < prefix { i } else { start + i - prefix };
+        if let Some((p, b)) = model.as_qwen2_vl().map(|q| pointer(q, s, example, packed)).transpose()?.flatten() {
             pointers.push(p);
             boxes.extend(b);
         }
         let own = &s.prepared.ids;
         ids.extend_from_slice(&own[prefix..]);
-        positions.extend_from_slice(&model.position_ids(&s.prepared)?.0[prefix..]);
+        positions.extend_from_slice(&model.positions(&s.prepared)?[prefix..]);
         let first = targets.len();
         for i in s.answer_start..own.len() {
             rows.push((start + i - 1 - prefix) as u32);
@@ -124,9 +162,8 @@ pub fn sample(model: &Qwen2Vl, template: &ChatTemplate, group: &[Example]) -> Re
     let mask = branch_mask(ids.len(), prefix, &branches, model.device())?;
     // Media placed after the question (a question-first template) fall in each branch rather
     // than in the shared prefix: then every branch carries its own copy of them.
-    let config = model.config();
-    let in_prefix =
-        singles[0].prepared.ids[..prefix].iter().any(|&t| t == config.image_token_id || t == config.video_token_id);
+    let media_tokens = model.media_token_ids();
+    let in_prefix = singles[0].prepared.ids[..prefix].iter().any(|t| media_tokens.contains(t));
     let media_inputs = if in_prefix {
         singles.into_iter().next().map(|s| s.prepared.media).unwrap_or_default()
     } else {

@@ -315,6 +315,21 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// The first setting that asks for an auxiliary head or the dense warm-up, which read
+    /// Qwen2-VL's merged vision grid (None when the run asks for none).
+    pub fn first_head_setting(&self) -> Option<&'static str> {
+        let (o, d) = (&self.optim, &self.dense);
+        [
+            ("dense.warmup_steps", d.warmup_steps > 0),
+            ("dense.weight", d.weight > 0.0),
+            ("optim.position_layer", o.position_layer > 0),
+            ("optim.pointer_layer", o.pointer_layer > 0),
+            ("optim.box_layer", o.box_layer > 0),
+        ]
+        .into_iter()
+        .find_map(|(name, asked)| asked.then_some(name))
+    }
+
     pub fn validate(&self) -> std::result::Result<(), String> {
         let m = &self.model;
         let o = &self.optim;

@@ -80,11 +80,12 @@ pub struct Scored<'a> {
     pub iou: Option<f64>,
 }
 
-/// Asks `pipeline` about `n` examples of `suite` made from `seed`: `n / 7` per task, the
-/// remainder to the first tasks of [`Task::ALL`]. Each task draws from its own stream, so a
-/// larger `n` with the same seed extends a smaller one. With `pool`, its threads answer several
-/// examples at once (best with candle's per-operation threads off, as `ocular eval` sets them);
-/// answers are scored, and passed to `each`, in the same order either way.
+/// Asks `pipeline` about `n` examples of `suite` made from `seed`, spread evenly over the tasks
+/// (all of [`Task::ALL`], but the video task for a model that takes no videos), the remainder to
+/// the first. Each task draws from its own stream, so a larger `n` with the same seed extends a
+/// smaller one. With `pool`, its threads answer several examples at once (best with candle's
+/// per-operation threads off, as `ocular eval` sets them); answers are scored, and passed to
+/// `each`, in the same order either way.
 pub fn evaluate(
     pipeline: &Pipeline,
     suite: Suite,
@@ -94,18 +95,21 @@ pub fn evaluate(
     mut each: impl FnMut(&Scored),
 ) -> Result<Report> {
     let Suite::Scenes = suite;
-    let counts = examples_per_task(n)?;
+    // Indices into Task::ALL, which seed each task's stream whatever the others.
+    let tasks: Vec<usize> =
+        (0..Task::ALL.len()).filter(|&i| Task::ALL[i] != Task::Video || pipeline.model.takes_video()).collect();
+    let counts = examples_per_task(n, tasks.len())?;
     let mut gens: Vec<Generator> =
-        (0..Task::ALL.len()).map(|i| Generator::new(task_seed(seed, i), SceneConfig::default())).collect();
+        tasks.iter().map(|&i| Generator::new(task_seed(seed, i), SceneConfig::default())).collect();
     // Round-robin over the tasks, so that an interrupted run has seen every task alike.
     let counts = &counts;
     let order: Vec<usize> =
-        (0..counts[0]).flat_map(|round| (0..Task::ALL.len()).filter(move |&i| round < counts[i])).collect();
+        (0..counts[0]).flat_map(|round| (0..tasks.len()).filter(move |&j| round < counts[j])).collect();
     // A few examples per thread at a time, so that long answers and short ones even out.
     let chunk = pool.map_or(1, |p| 4 * p.current_num_threads());
     let mut tally = Tally::default();
-    for tasks in order.chunks(chunk) {
-        let examples: Vec<Example> = tasks.iter().map(|&i| gens[i].example(Task::ALL[i])).collect();
+    for chunk in order.chunks(chunk) {
+        let examples: Vec<Example> = chunk.iter().map(|&j| gens[j].example(Task::ALL[tasks[j]])).collect();
         let predictions = parallel::map(pool, &examples, &|e: &Example| predict(pipeline, e))?;
         for (example, prediction) in examples.iter().zip(&predictions) {
             let (correct, iou) = tally.add(example, prediction);
@@ -161,10 +165,9 @@ fn scene_video(frames: &[::image::RgbImage]) -> Video {
     }
 }
 
-/// Examples per task of the scenes suite, in [`Task::ALL`] order; an error when `n` leaves a
-/// task without any.
-pub fn examples_per_task(n: usize) -> Result<Vec<usize>> {
-    let k = Task::ALL.len();
+/// Examples per task when `n` are spread over `k` tasks, the remainder to the first; an error
+/// when `n` leaves a task without any.
+pub fn examples_per_task(n: usize, k: usize) -> Result<Vec<usize>> {
     if n < k {
         return Err(Error::Invalid(format!("the scenes suite needs at least {k} examples (one per task), got {n}")));
     }
@@ -337,9 +340,9 @@ mod tests {
 
     #[test]
     fn splits_n_over_tasks_and_refuses_too_few() {
-        assert_eq!(examples_per_task(7).unwrap(), [1; 7]);
-        assert_eq!(examples_per_task(17).unwrap(), [3, 3, 3, 2, 2, 2, 2]);
-        let err = examples_per_task(6).unwrap_err();
+        assert_eq!(examples_per_task(7, 7).unwrap(), [1; 7]);
+        assert_eq!(examples_per_task(17, 7).unwrap(), [3, 3, 3, 2, 2, 2, 2]);
+        let err = examples_per_task(6, 7).unwrap_err();
         assert_eq!(err.to_string(), "the scenes suite needs at least 7 examples (one per task), got 6");
     }
 
@@ -382,5 +385,23 @@ mod tests {
         assert_eq!(two.0, report);
         let err = evaluate(&pipeline, Suite::Scenes, 0, 1, None, |_| {}).unwrap_err();
         assert!(err.to_string().contains("at least 7 examples"), "{err}");
+    }
+
+    /// A model that takes no videos (LLaVA) is asked the six other tasks, each the same
+    /// questions as a model that takes every task is asked.
+    #[test]
+    fn a_model_without_videos_is_asked_the_other_tasks() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let llava = Pipeline::load(root.join("tests/fixtures/llava/one_image/model"), &LoadOptions::default()).unwrap();
+        let mut questions = Vec::new();
+        let report =
+            evaluate(&llava, Suite::Scenes, 7, 3, None, |s| questions.push(s.example.question.clone())).unwrap();
+        let six: Vec<Task> = Task::ALL.into_iter().filter(|&t| t != Task::Video).collect();
+        assert_eq!(report.tasks.keys().copied().collect::<Vec<_>>(), six);
+        assert_eq!(report.tasks.values().map(|s| s.n).collect::<Vec<_>>(), [2, 1, 1, 1, 1, 1]);
+        let qwen = Pipeline::load(FIXTURE, &LoadOptions::default()).unwrap();
+        let mut all = Vec::new();
+        evaluate(&qwen, Suite::Scenes, 7, 3, None, |s| all.push(s.example.question.clone())).unwrap();
+        assert_eq!(questions[..6], all[..6]);
     }
 }

@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use super::config::{ModelShape, TrainConfig};
 use super::tokenizer::{self, SPECIAL_TOKENS};
 use crate::error::{Error, Result};
-use crate::load::ModelDir;
 
 fn write_json(dir: &Path, name: &str, value: &Value) -> Result<()> {
     let path = dir.join(name);
@@ -32,21 +31,8 @@ pub fn write_new(dir: &Path, config: &TrainConfig) -> Result<()> {
     write_json(dir, "generation_config.json", &generation)
 }
 
-/// Copies a base model's files except its weights, to fine-tune it into `dir`. The trainer
-/// builds Qwen2-VL models only, so a base of another family, or a folder that is no model, is
-/// refused by name before anything is copied.
+/// Copies a base model's files except its weights, to fine-tune it into `dir`.
 pub fn copy_base(base: &Path, dir: &Path) -> Result<()> {
-    let config = ModelDir::open(base)?.config()?;
-    match config.get("model_type").and_then(Value::as_str) {
-        Some("qwen2_vl" | "qwen2_5_vl") => {}
-        found => {
-            let found = found.map_or("no model_type".to_string(), |t| format!("model_type \"{t}\""));
-            return Err(Error::model_file(
-                base.join("config.json"),
-                format!("{found}: `ocular train` fine-tunes Qwen2-VL models only (qwen2_vl, qwen2_5_vl)"),
-            ));
-        }
-    }
     std::fs::create_dir_all(dir).map_err(|e| Error::model_file(dir, e))?;
     let entries = std::fs::read_dir(base).map_err(|e| Error::model_file(base, e))?;
     for entry in entries {

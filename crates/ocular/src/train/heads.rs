@@ -87,6 +87,11 @@ impl Heads {
         Ok(Self { dense, boxes, position, object_box })
     }
 
+    /// No heads: the run trains on its answers only.
+    pub fn none() -> Self {
+        Self { dense: None, boxes: None, position: None, object_box: None }
+    }
+
     /// Every head's variables.
     pub fn var_maps(&self) -> impl Iterator<Item = &VarMap> {
         self.dense

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod folder;
 mod heads;
 mod loss;
+pub mod model;
 pub mod object_box;
 pub mod optim;
 pub mod parallel;

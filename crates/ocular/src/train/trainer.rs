@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 
-use super::batch::{sample, Sample};
+use super::batch::{sample, Chat, Sample};
 use super::config::{LossWeighting, TrainConfig};
 pub use super::dense::DenseParts;
 use super::dense::{self, DenseItem};
@@ -16,18 +16,15 @@ use super::folder;
 use super::heads::Heads;
 #[cfg(test)]
 use super::heads::{BOX_HEAD_FILE, DENSE_HEAD_FILE};
+use super::model::{self, TrainModel};
 use super::optim::{learning_rate, AdamW};
 use super::parallel::{self, Part};
 use super::pointer;
 use super::question_aux::{QuestionAux, AUX_LOSSES};
-use super::scenes::Generator;
-use super::weights::{init_weights, load_into};
+use super::scenes::{Generator, Task};
+use super::weights::{init_weights, load_into, save_model};
 use crate::error::{Error, Result};
 use crate::load::ModelDir;
-use crate::models::qwen2_vl::config::Qwen2VlConfig;
-use crate::models::qwen2_vl::processor::Qwen2VlProcessor;
-use crate::models::qwen2_vl::{Layout, Qwen2Vl};
-use crate::prompt::{ChatTemplate, TextTokenizer};
 
 /// What the loop reports after each step.
 #[derive(Debug, Clone)]
@@ -78,9 +75,12 @@ fn generator(config: &TrainConfig, step: u64) -> Generator {
 
 pub struct Trainer {
     config: TrainConfig,
-    model: Qwen2Vl,
+    model: Box<dyn TrainModel>,
     varmap: VarMap,
-    template: ChatTemplate,
+    chat: Chat,
+    /// A fine-tuned base's weight files: the finished folder keeps those of its tensors the
+    /// model does not use (a CLIP tower's layers past the one LLaVA reads).
+    base_files: Vec<PathBuf>,
     optimizer: AdamW,
     /// The throwaway heads beside the model, which the saved model leaves out.
     heads: Heads,
@@ -98,8 +98,9 @@ enum Item<'a> {
 }
 
 impl Trainer {
-    /// Prepares `config.out` (a new model's files, or a copy of the base's) and builds the model;
-    /// with `resume`, continues from the checkpoint there.
+    /// Builds the model (a new one, whose files are written to `config.out`, or the base's,
+    /// whose files are copied there once the run's settings are found to suit it); with
+    /// `resume`, continues from the checkpoint there.
     pub fn new(config: TrainConfig, resume: bool) -> Result<Self> {
         let out = config.out.clone();
         let checkpoint = out.join("checkpoint");
@@ -113,32 +114,43 @@ impl Trainer {
         if resuming && config.base.is_none() {
             folder::check_resumed_shape(&out, &config.model)?;
         }
-        if !resuming {
-            match &config.base {
-                Some(base) => folder::copy_base(base, &out)?,
-                None => folder::write_new(&out, &config)?,
-            }
+        if !resuming && config.base.is_none() {
+            folder::write_new(&out, &config)?;
         }
-        let dir = ModelDir::open(&out)?;
-        let qconfig = Qwen2VlConfig::from_json(&dir.config()?)
-            .map_err(|message| Error::Config { path: dir.path("config.json"), message })?;
-        let template = ChatTemplate::new(
-            dir.chat_template()?.ok_or_else(|| Error::Template("the model folder has no chat template".into()))?,
-        )?;
+        // A base is read from its own folder, so that a base or settings the trainer cannot
+        // use are refused before anything is copied.
+        let dir = ModelDir::open(config.base.as_ref().unwrap_or(&out))?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model =
-            Qwen2Vl::build(qconfig, Qwen2VlProcessor::load(&dir)?, TextTokenizer::load(&dir)?, vb, &Layout::V5)?;
+        let (model, base) = model::build(&dir, config.base.is_some(), vb)?;
         if resuming {
             load_into(&varmap, &[checkpoint.join("model.safetensors")])?;
-        } else if let Some(base) = &config.base {
-            load_into(&varmap, &ModelDir::open(base)?.weight_files()?)?;
+        } else if let Some(base) = &base {
+            load_into(&varmap, &base.files)?;
         } else {
             init_weights(&varmap, config.seed)?;
         }
-        let heads = Heads::new(&config, &model, resuming.then_some(checkpoint.as_path()))?;
-        let text = &model.config().text;
-        pointer::check(&config.optim, text.num_hidden_layers, text.num_attention_heads)?;
+        let config = fit_tasks(config, model.as_ref())?;
+        let heads = match model.as_qwen2_vl() {
+            Some(qwen) => {
+                let text = &qwen.config().text;
+                pointer::check(&config.optim, text.num_hidden_layers, text.num_attention_heads)?;
+                Heads::new(&config, qwen, resuming.then_some(checkpoint.as_path()))?
+            }
+            None => match config.first_head_setting() {
+                Some(setting) => {
+                    return Err(Error::Invalid(format!(
+                        "{setting}: the auxiliary heads and the dense warm-up are for Qwen2-VL models; a {} base trains on its answers only",
+                        model.info().model_type
+                    )))
+                }
+                None => Heads::none(),
+            },
+        };
+        let chat = Chat::load(&dir, model.tokenizer())?;
+        if let (Some(base), false) = (&config.base, resuming) {
+            folder::copy_base(base, &out)?;
+        }
         let mut vars: Vec<(String, Var)> = std::iter::once(&varmap)
             .chain(heads.var_maps())
             .flat_map(|m| {
@@ -167,7 +179,8 @@ impl Trainer {
                 ));
             }
         }
-        Ok(Self { config, model, varmap, template, optimizer, heads, vars: tensors, pool: None, out })
+        let base_files = base.map(|b| b.files).unwrap_or_default();
+        Ok(Self { config, model, varmap, chat, base_files, optimizer, heads, vars: tensors, pool: None, out })
     }
 
     /// Shares each step's items (packed samples, scenes) among `threads` threads, each item
@@ -201,7 +214,10 @@ impl Trainer {
         let aux = QuestionAux::new(&self.config, &self.heads, with_aux);
         let (logits, tapped) =
             self.model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision, &aux.taps())?;
-        let [position, object_box, pointer] = aux.parts(&self.model, s, tapped)?;
+        let [position, object_box, pointer] = match self.model.as_qwen2_vl() {
+            Some(qwen) => aux.parts(qwen, s, tapped)?,
+            None => [None, None, None],
+        };
         let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
         let nll =
             candle_nn::ops::log_softmax(&logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
@@ -239,7 +255,7 @@ impl Trainer {
     fn samples(&self, generator: &mut Generator, n: usize) -> Result<Vec<Sample>> {
         let questions = self.config.optim.questions_per_image.max(1);
         let groups: Vec<_> = (0..n).map(|_| generator.group(questions)).collect();
-        parallel::map(self.pool.as_ref(), &groups, &|group| sample(&self.model, &self.template, group))
+        parallel::map(self.pool.as_ref(), &groups, &|group| sample(self.model.as_ref(), &self.chat, group))
     }
 
     /// Mean loss on held-out examples (a seed no training step uses).
@@ -277,7 +293,8 @@ impl Trainer {
             }
             Item::Dense(dense) => {
                 let (head, _) = self.heads.dense.as_ref().expect("dense items are drawn for a dense head only");
-                (None, head.parts(&self.model, dense)?, [None, None, None])
+                let qwen = self.model.as_qwen2_vl().expect("heads are built for Qwen2-VL models only");
+                (None, head.parts(qwen, dense)?, [None, None, None])
             }
         };
         let on = self.aux_weights().map(|w| w.is_some());
@@ -296,7 +313,6 @@ impl Trainer {
         let o = self.config.optim.clone();
         let d = self.config.dense.clone();
         let total = d.warmup_steps + o.steps;
-        let visual = format!("{}.", Layout::V5.visual);
         // Warm-up images and question-step tokens this run has seen.
         let (mut images, mut tokens) = (0usize, 0usize);
         // (steps, seconds) of this run's warm-up and question steps: the ETA prices each
@@ -344,7 +360,7 @@ impl Trainer {
             // Question steps may train the vision tower and merger slower, or not at all.
             let vision_lr = if warm { lr } else { lr * o.vision_lr_scale };
             self.optimizer.apply(&computed.grads, &o, &|name| {
-                if name.starts_with(&visual) {
+                if self.model.is_vision_tower(name) {
                     vision_lr
                 } else {
                     lr
@@ -383,8 +399,7 @@ impl Trainer {
             });
         }
         self.checkpoint()?;
-        let weights = self.out.join("model.safetensors");
-        self.varmap.save(&weights)?;
+        save_model(&self.varmap, &self.base_files, &self.out.join("model.safetensors"))?;
         Ok(self.out.clone())
     }
 
@@ -395,6 +410,29 @@ impl Trainer {
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
         self.heads.save(&dir)
     }
+}
+
+/// `config` with its data's tasks fitted to `model`: an empty list (every task) becomes every
+/// task the family can learn (no videos for one that takes none, no boxes for one without a
+/// grounding idiom); a task listed that it cannot learn is an error naming it.
+fn fit_tasks(mut config: TrainConfig, model: &dyn TrainModel) -> Result<TrainConfig> {
+    let can = |task: Task| match task {
+        Task::Video => model.takes_video(),
+        Task::Grounding => model.grounding_prompt("x").is_some(),
+        _ => true,
+    };
+    if let Some(task) = config.data.tasks.iter().find(|&&t| !can(t)) {
+        return Err(Error::Invalid(format!(
+            "data.tasks: a {} model cannot learn the {} task ({})",
+            model.info().model_type,
+            task.name(),
+            if *task == Task::Video { "it takes no videos" } else { "it has no box format" }
+        )));
+    }
+    if config.data.tasks.is_empty() && !Task::ALL.iter().all(|&t| can(t)) {
+        config.data.tasks = Task::ALL.into_iter().filter(|&t| can(t)).collect();
+    }
+    Ok(config)
 }
 
 /// Seconds left for `left` warm-up and question steps, each stage at its own measured pace

@@ -3,7 +3,6 @@
 //! (`train::position`).
 use super::super::*;
 use super::{scratch, tiny};
-use crate::models::VisionLanguageModel;
 use crate::train::config::Dense;
 use crate::train::heads::POSITION_HEAD_FILE;
 use crate::train::pointer::Pointer;
@@ -252,7 +251,7 @@ fn the_pointer_loss_teaches_a_head_to_look_at_the_boxed_object() {
     let samples = trainer.samples(&mut generator(&config, 0), 2).unwrap();
     let tok = trainer.model.tokenizer();
     let (open, close) = (tok.token_id("<|box_start|>").unwrap(), tok.token_id("<|box_end|>").unwrap());
-    let image = trainer.model.config().image_token_id;
+    let image = trainer.model.as_qwen2_vl().unwrap().config().image_token_id;
     let mut covered = vec![];
     for s in &samples {
         assert_eq!(s.pointers.len(), s.answers.len());
@@ -320,7 +319,7 @@ fn the_object_box_head_trains_on_the_digits_of_the_covered_objects_box() {
     (config.optim.box_layer, config.optim.position_layer, config.optim.pointer_layer) = (1, 1, 1);
     let trainer = Trainer::new(config.clone(), false).unwrap();
     let samples = trainer.samples(&mut generator(&config, 0), 2).unwrap();
-    let image = trainer.model.config().image_token_id;
+    let image = trainer.model.as_qwen2_vl().unwrap().config().image_token_id;
     for s in &samples {
         assert_eq!(s.boxes.len(), s.answers.len(), "one box per grounding answer");
         for (b, p) in s.boxes.iter().zip(&s.pointers) {

@@ -59,8 +59,8 @@ fn saved_model_matches_training(trainer: &Trainer, out: &Path) {
     let mut gen = Generator::new(9, trainer.config.data.clone());
     for _ in 0..3 {
         let group = gen.group(1);
-        let s = sample(&trainer.model, &trainer.template, &group).unwrap();
-        let trained = trainer.model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, true).unwrap();
+        let s = sample(trainer.model.as_ref(), &trainer.chat, &group).unwrap();
+        let trained = packed_logits(trainer.model.as_ref(), &s);
         let trained = trained.to_vec2::<f32>().unwrap().remove(0);
         let mut prompt = s.prepared.clone();
         prompt.ids.truncate(s.rows[0] as usize + 1);
@@ -104,12 +104,12 @@ fn answer_weighting_averages_each_answer_first() {
     let alone: Vec<(f64, f64)> = group
         .iter()
         .map(|e| {
-            let s = sample(&trainer.model, &trainer.template, std::slice::from_ref(e)).unwrap();
+            let s = sample(trainer.model.as_ref(), &trainer.chat, std::slice::from_ref(e)).unwrap();
             let (sum, n) = trainer.loss(&[s], LossWeighting::Token).unwrap();
             (sum.to_scalar::<f32>().unwrap() as f64, n)
         })
         .collect();
-    let packed = sample(&trainer.model, &trainer.template, &group).unwrap();
+    let packed = sample(trainer.model.as_ref(), &trainer.chat, &group).unwrap();
     assert_eq!(packed.answers.len(), group.len());
     let (sum, n) = trainer.loss(std::slice::from_ref(&packed), LossWeighting::Answer).unwrap();
     let per_answer = sum.to_scalar::<f32>().unwrap() as f64 / n;
@@ -143,15 +143,19 @@ fn packed_answers_score_as_if_asked_alone_with_the_question_first() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// The logits of every scored row of `s`, vision tower included in the graph.
+fn packed_logits(model: &dyn TrainModel, s: &Sample) -> Tensor {
+    model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, true, &[]).unwrap().0
+}
+
 fn check_packing(trainer: &Trainer) {
-    use crate::models::VisionLanguageModel;
-    let (model, template) = (&trainer.model, &trainer.template);
+    let (model, template) = (trainer.model.as_ref(), &trainer.chat);
     let mut gen = Generator::new(11, trainer.config.data.clone());
     let mut checked = 0;
     for _ in 0..6 {
         let group = gen.group(4);
         let packed = sample(model, template, &group).unwrap();
-        let logits = |s: &Sample| model.logits_packed(&s.prepared, &s.positions, &s.mask, &s.rows, true).unwrap();
+        let logits = |s: &Sample| packed_logits(model, s);
         let together = logits(&packed).to_vec2::<f32>().unwrap();
         let (mut alone, mut alone_len) = (Vec::new(), 0);
         for example in &group {
@@ -178,35 +182,49 @@ fn check_packing(trainer: &Trainer) {
     assert!(checked >= 12, "groups held only {checked} questions");
 }
 
-/// A base that is not a Qwen2-VL model folder is refused by name, and nothing is written.
+/// A base of a family the trainer cannot train, or a folder that is no model, is refused by
+/// name, and nothing is written.
 #[test]
 fn a_base_of_another_family_or_no_model_is_refused_before_anything_is_copied() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let other = scratch("idefics-base");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("config.json"), r#"{"model_type": "idefics"}"#).unwrap();
     for (base, expected) in [
-        (
-            "tests/fixtures/llava/one_image/model",
-            "model_type \"llava\": `ocular train` fine-tunes Qwen2-VL models only",
-        ),
-        ("tests/fixtures/llava/one_image", "missing: every model folder needs config.json"),
+        (other.clone(), "model_type \"idefics\": `ocular train` fine-tunes llava, qwen2_vl, qwen2_5_vl models only"),
+        (root.join("tests/fixtures/llava/one_image"), "missing: every model folder needs config.json"),
     ] {
         let out = scratch("base-refused");
-        let config = TrainConfig { out: out.clone(), base: Some(root.join(base)), ..Default::default() };
+        let config = TrainConfig { out: out.clone(), base: Some(base.clone()), ..Default::default() };
         let message = Trainer::new(config, false).err().expect("the base must be refused").to_string();
         assert!(message.contains(expected), "{message}");
-        assert!(message.contains(&root.join(base).join("config.json").display().to_string()), "{message}");
+        assert!(message.contains(&base.join("config.json").display().to_string()), "{message}");
         assert!(!out.exists(), "{} was written", out.display());
     }
+    let _ = std::fs::remove_dir_all(&other);
 }
 
 /// One example's loss and gradients on the built-in model equal transformers' autograd
 /// (tests/fixtures/builtin/grads.safetensors, from scripts/fixtures/train_grads.py).
 #[test]
 fn gradients_match_transformers() {
+    check_gradients("models/builtin", "tests/fixtures/builtin/grads.safetensors", 7);
+}
+
+/// The same for a LLaVA base, whose template ends an answer with no end-of-turn token (the
+/// EOS is appended) and whose tokenizer adds a BOS.
+#[test]
+fn gradients_match_transformers_for_llava() {
+    check_gradients("tests/fixtures/llava/one_image/model", "tests/fixtures/llava/train_grads.safetensors", 5);
+}
+
+/// Fine-tunes `base` for no step: the rendered example, its loss and every trained tensor's
+/// gradient equal `fixture`'s (norms for all, whole gradients for `full` of them).
+fn check_gradients(base: &str, fixture: &str, full: usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let fixture = root.join("tests/fixtures/builtin/grads.safetensors");
-    let want = candle_core::safetensors::load(&fixture, &Device::Cpu).unwrap();
-    let out = scratch("grad-parity");
-    let config = TrainConfig { out: out.clone(), base: Some(root.join("models/builtin")), ..Default::default() };
+    let want = candle_core::safetensors::load(root.join(fixture), &Device::Cpu).unwrap();
+    let out = scratch(&format!("grad-parity-{full}"));
+    let config = TrainConfig { out: out.clone(), base: Some(root.join(base)), ..Default::default() };
     let trainer = Trainer::new(config, false).unwrap();
     let example = super::super::scenes::Example {
         kind: super::super::scenes::Task::Attribute,
@@ -217,27 +235,29 @@ fn gradients_match_transformers() {
         target_box: None,
         focus: vec![],
     };
-    let s = sample(&trainer.model, &trainer.template, &[example]).unwrap();
+    let s = sample(trainer.model.as_ref(), &trainer.chat, &[example]).unwrap();
     let ids: Vec<u32> = want["ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
     assert_eq!(s.prepared.ids, ids, "the rendered example differs from transformers'");
     let (sum, n) = trainer.loss(&[s], LossWeighting::Token).unwrap();
     let loss = (sum / n).unwrap();
     let (ours, theirs) = (loss.to_scalar::<f32>().unwrap(), want["loss"].to_vec1::<f32>().unwrap()[0]);
-    assert!((ours - theirs).abs() < 1e-5, "loss {ours} vs transformers' {theirs}");
+    assert!((ours - theirs).abs() < 1e-5 * theirs.max(1.0), "loss {ours} vs transformers' {theirs}");
     let grads = loss.backward().unwrap();
     let mut compared = 0;
     for (name, var) in trainer.varmap.data().lock().unwrap().iter() {
         let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
         let theirs = want[&format!("norm.{name}")].to_vec1::<f32>().unwrap()[0];
         let ours = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
-        assert!((ours - theirs).abs() <= 1e-3 * theirs + 1e-9, "{name}: gradient norm {ours} vs {theirs}");
+        // The floor covers gradients that are zero but for rounding (a key bias's: softmax
+        // ignores what it adds to every key alike).
+        assert!((ours - theirs).abs() <= 1e-3 * theirs + 1e-6, "{name}: gradient norm {ours} vs {theirs}");
         if let Some(full) = want.get(&format!("grad.{name}")) {
             let gap = (g - full).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(gap <= 1e-3 * theirs.max(1e-6), "{name}: gradients differ by up to {gap}");
             compared += 1;
         }
     }
-    assert_eq!(compared, 7, "every whole gradient in the fixture was compared");
+    assert_eq!(compared, full, "every whole gradient in the fixture was compared");
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -353,9 +373,12 @@ fn a_zero_vision_lr_scale_freezes_the_vision_side_after_the_warm_up() {
     let mut resumed = Trainer::new(config, true).unwrap();
     resumed.run(&mut |_| {}).unwrap();
     let asked = weights(&resumed);
-    let visual = format!("{}.", Layout::V5.visual);
     let changed = |a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], vision: bool| {
-        a.iter().zip(b).filter(|(x, _)| x.0.starts_with(&visual) == vision).filter(|(x, y)| x.1 != y.1).count()
+        a.iter()
+            .zip(b)
+            .filter(|(x, _)| resumed.model.is_vision_tower(&x.0) == vision)
+            .filter(|(x, y)| x.1 != y.1)
+            .count()
     };
     assert!(changed(&init, &warmed, true) > 0, "the warm-up trained no vision weight");
     assert_eq!(changed(&warmed, &asked, true), 0, "question steps moved vision weights");
@@ -388,7 +411,6 @@ fn a_digit_splitting_tokenizer_is_written_and_loads() {
     let out = scratch("split-digits");
     let mut config = tiny(&out, 1);
     config.model.split_digits = true;
-    use crate::models::VisionLanguageModel;
     let trainer = Trainer::new(config, false).unwrap();
     let ids = trainer.model.tokenizer().encode("(407,1000)", false).unwrap();
     let pieces: Vec<String> = ids.iter().map(|&id| trainer.model.tokenizer().decode(&[id], false).unwrap()).collect();
@@ -425,6 +447,9 @@ fn threads_do_not_change_what_is_learned() {
         assert!(a == b, "{} differs with two threads", a.0);
     }
 }
+
+#[path = "trainer_llava_tests.rs"]
+mod llava;
 
 #[path = "trainer_heads_tests.rs"]
 mod heads;

@@ -1,6 +1,7 @@
 //! Where a run's weights start: seeded values for a new model or head, or the tensors of a
 //! base model or checkpoint.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -63,4 +64,26 @@ pub fn load_into(varmap: &VarMap, files: &[PathBuf]) -> Result<()> {
         var.set(&t)?;
     }
     Ok(())
+}
+
+/// Writes `varmap`'s tensors to `path` as a model's weights: each in the dtype the same tensor
+/// has in `base` (a fine-tuned base's files, so a bf16 base stays bf16), and with `base`'s
+/// tensors the model never read (a CLIP tower's layers past the one LLaVA takes) carried
+/// over unchanged, so transformers finds every weight it expects.
+pub fn save_model(varmap: &VarMap, base: &[PathBuf], path: &Path) -> Result<()> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let trained = varmap.data().lock().expect("var map lock");
+    for file in base {
+        for (name, t) in candle_core::safetensors::load(file, &Device::Cpu)? {
+            let t = match trained.get(&name) {
+                Some(var) => var.as_tensor().to_dtype(t.dtype())?,
+                None => t,
+            };
+            tensors.insert(name, t);
+        }
+    }
+    for (name, var) in trained.iter() {
+        tensors.entry(name.clone()).or_insert_with(|| var.as_tensor().clone());
+    }
+    candle_core::safetensors::save(&tensors, path).map_err(|e| Error::model_file(path, e))
 }

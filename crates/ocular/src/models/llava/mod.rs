@@ -25,7 +25,7 @@ const IMAGE_PLACEHOLDER: &str = "<image>";
 /// `language_model.model.` and CLIP under `vision_tower.vision_model.`, and 5.24's
 /// `save_pretrained` writes a mix (`language_model.model.`, `vision_tower.` without
 /// `vision_model.`). Each prefix is found by a tensor that must be there.
-struct Layout {
+pub struct Layout {
     text: &'static str,
     head: &'static str,
     vision: &'static str,
@@ -74,10 +74,35 @@ pub struct Llava {
     info: ModelInfo,
     dtype: DType,
     device: Device,
+    /// Where the vision tower's weights are named (see [`Layout`]).
+    vision_prefix: &'static str,
 }
 
 impl Llava {
     pub fn load(dir: &ModelDir, config: serde_json::Value, opts: &LoadOptions) -> Result<Self> {
+        let index = WeightIndex::read(dir.weight_files()?)?;
+        let vb = index.var_builder(opts.precision.dtype(), &opts.device, opts.progress.clone())?;
+        let (mut model, layout) = Self::on_weights(dir, config, &index, vb)?;
+        let tied = model.config.tie_word_embeddings();
+        model.info.parameters = vec![
+            ("vision tower", index.count_params(layout.vision)),
+            ("projector", index.count_params(layout.projector)),
+            (
+                "language model",
+                index.count_params(layout.text) + if tied { 0 } else { index.count_params(layout.head) },
+            ),
+        ];
+        Ok(model)
+    }
+
+    /// The model of folder `dir` (its `config`, tokenizer and processor) on `vb`'s weights,
+    /// named as in `index` (a checkpoint's, or a `VarMap`'s when training).
+    pub fn on_weights(
+        dir: &ModelDir,
+        config: serde_json::Value,
+        index: &WeightIndex,
+        vb: candle_nn::VarBuilder,
+    ) -> Result<(Self, Layout)> {
         let config_path = dir.path("config.json");
         let bad_config = |message: String| Error::Config { path: config_path.clone(), message };
         let config: LlavaConfig = serde_json::from_value(config).map_err(|e| bad_config(e.to_string()))?;
@@ -88,48 +113,45 @@ impl Llava {
                 "text_config.model_type {text_type:?} is not supported for LLaVA yet; supported: llama"
             )));
         }
-        let feature_layers = config.feature_layers().map_err(bad_config)?;
-        let rotary = config.text_config.rotary().map_err(bad_config)?;
+        config.feature_layers().map_err(bad_config)?;
+        config.text_config.rotary().map_err(bad_config)?;
         let tokenizer = TextTokenizer::load(dir)?;
         let processor = LlavaProcessor::load(dir)?;
+        let layout = Layout::detect(index, dir)?;
+        let model =
+            Self::build(config, processor, tokenizer, vb, &layout).map_err(|e| Error::weights(dir.root(), &e))?;
+        Ok((model, layout))
+    }
 
-        let index = WeightIndex::read(dir.weight_files()?)?;
-        let layout = Layout::detect(&index, dir)?;
-        let dtype = opts.precision.dtype();
-        let vb = index.var_builder(dtype, &opts.device, opts.progress.clone())?;
-        let weights_err = |e: candle_core::Error| Error::weights(dir.root(), &e);
-
+    /// The model on `vb`'s weights, named as `layout` says; `config` has been validated.
+    fn build(
+        config: LlavaConfig,
+        processor: LlavaProcessor,
+        tokenizer: TextTokenizer,
+        vb: candle_nn::VarBuilder,
+        layout: &Layout,
+    ) -> candle_core::Result<Self> {
+        let feature_layers = config.feature_layers().map_err(candle_core::Error::Msg)?;
+        let rotary = config.text_config.rotary().map_err(candle_core::Error::Msg)?;
         let vc = &config.vision_config;
         let depth = feature_layers.iter().copied().max().unwrap_or(0);
-        let vision_tower = ClipVisionTower::load(vc, depth, vb.pp(layout.vision)).map_err(weights_err)?;
-        let projector_in = vc.hidden_size * feature_layers.len();
+        let vision_tower = ClipVisionTower::load(vc, depth, vb.pp(layout.vision))?;
         let multi_modal_projector = Projector::load(
             config.mm_projector_type,
-            projector_in,
+            vc.hidden_size * feature_layers.len(),
             config.text_config.hidden_size,
             config.projector_hidden_act,
             config.multimodal_projector_bias,
             vb.pp(layout.projector),
-        )
-        .map_err(weights_err)?;
+        )?;
         let head = if config.tie_word_embeddings() { Head::Tied } else { Head::Own(vb.pp(layout.head)) };
-        let language_model =
-            CausalDecoder::load(config.text_config.decoder_spec(), vb.pp(layout.text), head).map_err(weights_err)?;
-
+        let language_model = CausalDecoder::load(config.text_config.decoder_spec(), vb.pp(layout.text), head)?;
         let info = ModelInfo {
             family: "llava",
             model_type: "llava".into(),
-            parameters: vec![
-                ("vision tower", index.count_params(layout.vision)),
-                ("projector", index.count_params(layout.projector)),
-                (
-                    "language model",
-                    index.count_params(layout.text)
-                        + if config.tie_word_embeddings() { 0 } else { index.count_params(layout.head) },
-                ),
-            ],
-            dtype,
-            device: format!("{:?}", opts.device),
+            parameters: vec![],
+            dtype: vb.dtype(),
+            device: format!("{:?}", vb.device()),
         };
         Ok(Self {
             config,
@@ -141,8 +163,9 @@ impl Llava {
             language_model,
             rotary,
             info,
-            dtype,
-            device: opts.device.clone(),
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+            vision_prefix: layout.vision,
         })
     }
 
@@ -157,8 +180,9 @@ impl Llava {
         (height / p) * (width / p) + cls
     }
 
-    /// pixels (images, 3, H, W) -> (images, tokens, text hidden)
-    pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor> {
+    /// pixels (images, 3, H, W) -> (images, tokens, text hidden). Without `tower_grad` the
+    /// vision tower's features are cut from the autograd graph (the projector stays in it).
+    fn encode_images(&self, pixels: &Tensor, tower_grad: bool) -> Result<Tensor> {
         let states = self.vision_tower.hidden_states(&pixels.to_dtype(self.dtype)?, &self.feature_layers)?;
         let selected = states
             .iter()
@@ -168,7 +192,59 @@ impl Llava {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let features = Tensor::cat(&selected, 2)?; // (images, tokens, vision hidden * layers)
+        let features = if tower_grad { features } else { features.detach() };
         Ok(self.multi_modal_projector.forward(&features)?)
+    }
+
+    /// Token embeddings (1, seq, hidden) with each `<image>` token replaced by its image's
+    /// projected features.
+    fn embed_tokens_and_images(&self, input: &Prepared, tower_grad: bool) -> Result<Tensor> {
+        if input.ids.is_empty() {
+            return Err(Error::Invalid("the prompt is empty: no tokens to run".into()));
+        }
+        let mut media = Vec::new();
+        if !input.media.is_empty() {
+            let pixels = Tensor::stack(&input.media.iter().map(|m| &m.pixels).collect::<Vec<_>>(), 0)?;
+            // (images, tokens, hidden) -> (images * tokens, hidden)
+            media.push((self.config.image_token_index, self.encode_images(&pixels, tower_grad)?.flatten_to(1)?));
+        }
+        let text = self.language_model.embed(&Tensor::new(input.ids.as_slice(), &self.device)?)?;
+        splice(&text, &input.ids, &media, &self.device)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The token that stands for image features in a prepared prompt.
+    pub fn image_token_id(&self) -> u32 {
+        self.config.image_token_index
+    }
+
+    /// Whether a weight's name is the vision tower's (not the projector's).
+    pub fn is_vision_tower(&self, name: &str) -> bool {
+        name.strip_prefix(self.vision_prefix).is_some_and(|rest| rest.starts_with('.'))
+    }
+
+    /// Training: f32 logits (rows, vocab) at `rows` of a packed sequence, each predicting the
+    /// token after it, with the caller's rotary `positions` and (seq, seq) additive `mask`
+    /// (see `train::batch`); and each `taps` layer's output stream (seq, hidden). Without
+    /// `train_vision` backward skips the vision tower (the projector still learns).
+    pub fn logits_packed_tapped(
+        &self,
+        input: &Prepared,
+        positions: &[i64],
+        mask: &Tensor,
+        rows: &[u32],
+        train_vision: bool,
+        taps: &[usize],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let embeds = self.embed_tokens_and_images(input, train_vision)?;
+        let (cos, sin) = self.rotary.cos_sin(positions, self.dtype, &self.device)?;
+        let (hidden, tapped) = self.language_model.hidden_states_masked(&embeds, &Rotation { cos, sin }, mask, taps)?;
+        let rows = hidden.squeeze(0)?.index_select(&Tensor::new(rows, &self.device)?, 0)?;
+        let tapped = tapped.into_iter().map(|t| t.squeeze(0)).collect::<candle_core::Result<_>>()?;
+        Ok((self.language_model.logits(&rows)?, tapped))
     }
 
     fn rotation(&self, start: i64, len: usize) -> Result<Rotation> {
@@ -189,6 +265,10 @@ impl VisionLanguageModel for Llava {
 
     fn image_placeholder(&self) -> &str {
         IMAGE_PLACEHOLDER
+    }
+
+    fn takes_video(&self) -> bool {
+        false
     }
 
     fn prepare(&self, text: &str, media: &Media, add_special_tokens: bool) -> Result<Prepared> {
@@ -225,17 +305,7 @@ impl VisionLanguageModel for Llava {
     }
 
     fn prefill(&self, input: &Prepared, state: &mut DecodeState) -> Result<Tensor> {
-        if input.ids.is_empty() {
-            return Err(Error::Invalid("the prompt is empty: no tokens to run".into()));
-        }
-        let mut media = Vec::new();
-        if !input.media.is_empty() {
-            let pixels = Tensor::stack(&input.media.iter().map(|m| &m.pixels).collect::<Vec<_>>(), 0)?;
-            // (images, tokens, hidden) -> (images * tokens, hidden)
-            media.push((self.config.image_token_index, self.encode_images(&pixels)?.flatten_to(1)?));
-        }
-        let text = self.language_model.embed(&Tensor::new(input.ids.as_slice(), &self.device)?)?;
-        let embeds = splice(&text, &input.ids, &media, &self.device)?;
+        let embeds = self.embed_tokens_and_images(input, false)?;
         let rot = self.rotation(state.next_position, input.ids.len())?;
         let logits = self.language_model.forward(&embeds, &rot, &mut state.cache)?;
         state.next_position += input.ids.len() as i64;

@@ -60,19 +60,15 @@ pub struct Qwen2Vl {
     info: ModelInfo,
     dtype: DType,
     device: Device,
+    /// Where the vision tower's (and merger's) weights are named (see [`Layout`]).
+    visual_prefix: &'static str,
 }
 
 impl Qwen2Vl {
     pub fn load(dir: &ModelDir, config: serde_json::Value, opts: &LoadOptions) -> Result<Self> {
-        let config = Qwen2VlConfig::from_json(&config)
-            .map_err(|message| Error::Config { path: dir.path("config.json"), message })?;
-        let tokenizer = TextTokenizer::load(dir)?;
-        let processor = Qwen2VlProcessor::load(dir)?;
         let index = WeightIndex::read(dir.weight_files()?)?;
-        let layout = Layout::detect(&index, dir)?;
         let vb = index.var_builder(opts.precision.dtype(), &opts.device, opts.progress.clone())?;
-        let mut model =
-            Self::build(config, processor, tokenizer, vb, &layout).map_err(|e| Error::weights(dir.root(), &e))?;
+        let (mut model, layout) = Self::on_weights(dir, config, Some(&index), vb)?;
         let merger = index.count_params(&format!("{}.merger", layout.visual));
         let head = if model.config.tie_word_embeddings { 0 } else { index.count_params("lm_head") };
         model.info.parameters = vec![
@@ -83,9 +79,27 @@ impl Qwen2Vl {
         Ok(model)
     }
 
-    /// The model on any weights: a checkpoint's, or a `VarMap`'s when training. `config` has
-    /// been validated ([`Qwen2VlConfig::from_json`]).
-    pub fn build(
+    /// The model of folder `dir` (its `config`, tokenizer and processor) on `vb`'s weights,
+    /// named as in `index` (a checkpoint's), or as transformers 5 names them (a new model's
+    /// `VarMap` when training).
+    pub fn on_weights(
+        dir: &ModelDir,
+        config: serde_json::Value,
+        index: Option<&WeightIndex>,
+        vb: candle_nn::VarBuilder,
+    ) -> Result<(Self, Layout)> {
+        let config = Qwen2VlConfig::from_json(&config)
+            .map_err(|message| Error::Config { path: dir.path("config.json"), message })?;
+        let tokenizer = TextTokenizer::load(dir)?;
+        let processor = Qwen2VlProcessor::load(dir)?;
+        let layout = index.map_or(Ok(Layout::V5), |index| Layout::detect(index, dir))?;
+        let model =
+            Self::build(config, processor, tokenizer, vb, &layout).map_err(|e| Error::weights(dir.root(), &e))?;
+        Ok((model, layout))
+    }
+
+    /// The model on `vb`'s weights, named as `layout` says; `config` has been validated.
+    fn build(
         config: Qwen2VlConfig,
         processor: Qwen2VlProcessor,
         tokenizer: TextTokenizer,
@@ -123,6 +137,7 @@ impl Qwen2Vl {
             info,
             dtype: vb.dtype(),
             device: vb.device().clone(),
+            visual_prefix: layout.visual,
         })
     }
 
@@ -130,24 +145,18 @@ impl Qwen2Vl {
         &self.config
     }
 
-    /// Training: f32 logits (rows, vocab) at `rows` of a packed sequence, each predicting the
-    /// token after it. The caller gives the M-RoPE positions and the (seq, seq) additive
-    /// attention mask: `train::batch` packs several answers about one image after a single copy
-    /// of it, each answer seeing the shared prefix and itself only. Without `train_vision` the
-    /// media features are cut from the graph, so backward skips the vision tower and merger.
-    pub fn logits_packed(
-        &self,
-        input: &Prepared,
-        positions: &[[i64; 3]],
-        mask: &Tensor,
-        rows: &[u32],
-        train_vision: bool,
-    ) -> Result<Tensor> {
-        Ok(self.logits_packed_tapped(input, positions, mask, rows, train_vision, &[])?.0)
+    /// Whether a weight's name is the vision tower's or its patch merger's.
+    pub fn is_vision_tower(&self, name: &str) -> bool {
+        name.strip_prefix(self.visual_prefix).is_some_and(|rest| rest.starts_with('.'))
     }
 
-    /// [`Self::logits_packed`], and for each `k` in `taps` every position's hidden state after
-    /// the language model's first `k` layers (seq, hidden), for auxiliary losses.
+    /// Training: f32 logits (rows, vocab) at `rows` of a packed sequence, each predicting the
+    /// token after it, and for each `k` in `taps` every position's hidden state after the
+    /// language model's first `k` layers (seq, hidden), for auxiliary losses. The caller gives
+    /// the M-RoPE positions and the (seq, seq) additive attention mask: `train::batch` packs
+    /// several answers about one image after a single copy of it, each answer seeing the shared
+    /// prefix and itself only. Without `train_vision` the media features are cut from the
+    /// graph, so backward skips the vision tower and merger.
     pub fn logits_packed_tapped(
         &self,
         input: &Prepared,

@@ -1,0 +1,91 @@
+//! Fine-tuning a model of another family than Ocular's own: a LLaVA base (the tiny parity
+//! fixture) trains on its answers, and its folder keeps every weight transformers expects.
+use super::super::*;
+use super::{packed_logits, scratch};
+use crate::train::scenes::Task;
+use std::path::Path;
+
+const BASE: &str = "tests/fixtures/llava/one_image/model";
+
+fn llava(out: &Path, steps: usize) -> TrainConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut c = TrainConfig { out: out.to_path_buf(), base: Some(root.join(BASE)), seed: 5, ..Default::default() };
+    c.data.max_side = 160;
+    c.optim.steps = steps;
+    c.optim.batch_size = 4;
+    c.optim.lr = 3e-3;
+    c.optim.warmup_steps = 2;
+    c.optim.eval_every = 0;
+    c.optim.checkpoint_every = 0;
+    c
+}
+
+fn tensors(path: &Path) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.dims() == b.dims() && (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() == 0.0
+}
+
+#[test]
+fn a_llava_base_fine_tunes_and_its_folder_loads_whole() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = scratch("llava-ft");
+    let mut trainer = Trainer::new(llava(&out, 12), false).unwrap();
+    // LLaVA takes no videos and has no box format: those tasks are left out of "all".
+    let expected: Vec<Task> = Task::ALL.into_iter().filter(|t| ![Task::Video, Task::Grounding].contains(t)).collect();
+    assert_eq!(trainer.config.data.tasks, expected);
+    let before = trainer.eval_loss().unwrap();
+    trainer.run(&mut |_| {}).unwrap();
+    let after = trainer.eval_loss().unwrap();
+    assert!(after < before * 0.8, "held-out loss {before} -> {after}");
+
+    // The folder holds every tensor of the base: trained ones changed, and those the model
+    // never reads (CLIP's last layer and post-layernorm; LLaVA reads layer -2) as they were.
+    let (base, saved) = (tensors(&root.join(BASE).join("model.safetensors")), tensors(&out.join("model.safetensors")));
+    let mut names: Vec<&String> = saved.keys().collect();
+    names.sort();
+    let mut base_names: Vec<&String> = base.keys().collect();
+    base_names.sort();
+    assert_eq!(names, base_names);
+    for (name, t) in &base {
+        let unread =
+            name.starts_with("vision_tower.encoder.layers.1.") || name.starts_with("vision_tower.post_layernorm");
+        assert_eq!(same(t, &saved[name]), unread, "{name}");
+    }
+
+    // It loads as a LLaVA model and computes what training computed.
+    let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
+    assert_eq!(pipeline.model.info().family, "llava");
+    let mut gen = super::super::Generator::new(9, trainer.config.data.clone());
+    let s = sample(trainer.model.as_ref(), &trainer.chat, &gen.group(1)).unwrap();
+    let trained = packed_logits(trainer.model.as_ref(), &s).to_vec2::<f32>().unwrap().remove(0);
+    let mut prompt = s.prepared.clone();
+    prompt.ids.truncate(s.rows[0] as usize + 1);
+    let inferred = pipeline.last_logits(&prompt).unwrap();
+    let gap = inferred.iter().zip(&trained).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(gap < 1e-4, "training and the saved model differ by {gap}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// What only Qwen2-VL can learn is refused by name, before anything is written.
+#[test]
+fn a_llava_base_refuses_videos_and_the_qwen2_vl_heads() {
+    let out = scratch("llava-refused");
+    let mut video = llava(&out, 1);
+    video.data.tasks = vec![Task::Count, Task::Video];
+    let mut heads = llava(&out, 1);
+    heads.optim.pointer_layer = 1;
+    let mut dense = llava(&out, 1);
+    dense.dense.warmup_steps = 10;
+    for (config, expected) in [
+        (video, "data.tasks: a llava model cannot learn the video task (it takes no videos)"),
+        (heads, "optim.pointer_layer: the auxiliary heads and the dense warm-up are for Qwen2-VL models"),
+        (dense, "dense.warmup_steps: the auxiliary heads"),
+    ] {
+        let message = Trainer::new(config, false).err().expect("must be refused").to_string();
+        assert!(message.contains(expected), "{message}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
