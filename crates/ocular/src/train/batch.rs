@@ -1,6 +1,7 @@
 //! From scene examples to what the model trains on. Each example is rendered with the chat
 //! template and prepared exactly as at inference time, with the answer's tokens (through the
-//! closing `<|im_end|>`, so the model learns to stop) as targets; only answer tokens are scored.
+//! turn's end token, Qwen2's `<|im_end|>`, or, for a template without one, the model's EOS: so
+//! the model learns to stop) as targets; only answer tokens are scored.
 //!
 //! Examples about the same media are packed into one sequence: the shared prefix (the
 //! template, and the image when it comes before the question) once, then each example's own

@@ -12,7 +12,9 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::config::TrainConfig;
 use super::dense::DenseHead;
+use super::model::TrainModel;
 use super::object_box::BoxHead;
+use super::pointer;
 use super::position::PositionHead;
 use super::weights::{init_weights, load_into};
 use crate::error::{Error, Result};
@@ -39,7 +41,7 @@ impl Heads {
     /// The heads `config` asks for, read from `checkpoint` when resuming, else seeded. The
     /// position and object box heads train on question steps only, so a warm-up checkpoint
     /// may lack them: they then start seeded (see [`Self::fresh`]).
-    pub fn new(config: &TrainConfig, model: &Qwen2Vl, checkpoint: Option<&Path>) -> Result<Self> {
+    fn new(config: &TrainConfig, model: &Qwen2Vl, checkpoint: Option<&Path>) -> Result<Self> {
         let hidden = model.config().text.hidden_size;
         let (mut dense, mut boxes) = (None, None);
         if config.dense.enabled() {
@@ -87,9 +89,21 @@ impl Heads {
         Ok(Self { dense, boxes, position, object_box })
     }
 
-    /// No heads: the run trains on its answers only.
-    pub fn none() -> Self {
-        Self { dense: None, boxes: None, position: None, object_box: None }
+    /// The heads `config` asks for `model`: only a Qwen2-VL model has the merged vision grid
+    /// they read, so for another family any head asked for is an error naming its setting.
+    pub fn for_model(config: &TrainConfig, model: &dyn TrainModel, checkpoint: Option<&Path>) -> Result<Self> {
+        if let Some(qwen) = model.as_qwen2_vl() {
+            let text = &qwen.config().text;
+            pointer::check(&config.optim, text.num_hidden_layers, text.num_attention_heads)?;
+            return Self::new(config, qwen, checkpoint);
+        }
+        if let Some(setting) = config.first_head_setting() {
+            return Err(Error::Invalid(format!(
+                "{setting}: the auxiliary heads and the dense warm-up are for Qwen2-VL models; a {} base trains on its answers only",
+                model.info().model_type
+            )));
+        }
+        Ok(Self { dense: None, boxes: None, position: None, object_box: None })
     }
 
     /// Every head's variables.

@@ -8,6 +8,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
 
+use super::config::TrainConfig;
+use super::scenes::Task;
 use crate::error::{Error, Result};
 use crate::load::{ModelDir, WeightIndex};
 use crate::models::llava::Llava;
@@ -140,4 +142,27 @@ fn unsupported(dir: &ModelDir, found: &str) -> Error {
         dir.path("config.json"),
         format!("{found}: `ocular train` fine-tunes {} models only", TRAINABLE.join(", ")),
     )
+}
+
+/// `config` with its data's tasks fitted to `model`: an empty list (every task) becomes every
+/// task the family can learn (no videos for one that takes none, no boxes for one without a
+/// grounding idiom); a task listed that it cannot learn is an error naming it.
+pub fn fit_tasks(mut config: TrainConfig, model: &dyn TrainModel) -> Result<TrainConfig> {
+    let can = |task: Task| match task {
+        Task::Video => model.takes_video(),
+        Task::Grounding => model.grounding_prompt("x").is_some(),
+        _ => true,
+    };
+    if let Some(task) = config.data.tasks.iter().find(|&&t| !can(t)) {
+        return Err(Error::Invalid(format!(
+            "data.tasks: a {} model cannot learn the {} task ({})",
+            model.info().model_type,
+            task.name(),
+            if *task == Task::Video { "it takes no videos" } else { "it has no box format" }
+        )));
+    }
+    if config.data.tasks.is_empty() && !Task::ALL.iter().all(|&t| can(t)) {
+        config.data.tasks = Task::ALL.into_iter().filter(|&t| can(t)).collect();
+    }
+    Ok(config)
 }

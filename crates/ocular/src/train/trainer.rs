@@ -19,9 +19,8 @@ use super::heads::{BOX_HEAD_FILE, DENSE_HEAD_FILE};
 use super::model::{self, TrainModel};
 use super::optim::{learning_rate, AdamW};
 use super::parallel::{self, Part};
-use super::pointer;
 use super::question_aux::{QuestionAux, AUX_LOSSES};
-use super::scenes::{Generator, Task};
+use super::scenes::Generator;
 use super::weights::{init_weights, load_into, save_model};
 use crate::error::{Error, Result};
 use crate::load::ModelDir;
@@ -130,23 +129,8 @@ impl Trainer {
         } else {
             init_weights(&varmap, config.seed)?;
         }
-        let config = fit_tasks(config, model.as_ref())?;
-        let heads = match model.as_qwen2_vl() {
-            Some(qwen) => {
-                let text = &qwen.config().text;
-                pointer::check(&config.optim, text.num_hidden_layers, text.num_attention_heads)?;
-                Heads::new(&config, qwen, resuming.then_some(checkpoint.as_path()))?
-            }
-            None => match config.first_head_setting() {
-                Some(setting) => {
-                    return Err(Error::Invalid(format!(
-                        "{setting}: the auxiliary heads and the dense warm-up are for Qwen2-VL models; a {} base trains on its answers only",
-                        model.info().model_type
-                    )))
-                }
-                None => Heads::none(),
-            },
-        };
+        let config = model::fit_tasks(config, model.as_ref())?;
+        let heads = Heads::for_model(&config, model.as_ref(), resuming.then_some(checkpoint.as_path()))?;
         let chat = Chat::load(&dir, model.tokenizer())?;
         if let (Some(base), false) = (&config.base, resuming) {
             folder::copy_base(base, &out)?;
@@ -410,29 +394,6 @@ impl Trainer {
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
         self.heads.save(&dir)
     }
-}
-
-/// `config` with its data's tasks fitted to `model`: an empty list (every task) becomes every
-/// task the family can learn (no videos for one that takes none, no boxes for one without a
-/// grounding idiom); a task listed that it cannot learn is an error naming it.
-fn fit_tasks(mut config: TrainConfig, model: &dyn TrainModel) -> Result<TrainConfig> {
-    let can = |task: Task| match task {
-        Task::Video => model.takes_video(),
-        Task::Grounding => model.grounding_prompt("x").is_some(),
-        _ => true,
-    };
-    if let Some(task) = config.data.tasks.iter().find(|&&t| !can(t)) {
-        return Err(Error::Invalid(format!(
-            "data.tasks: a {} model cannot learn the {} task ({})",
-            model.info().model_type,
-            task.name(),
-            if *task == Task::Video { "it takes no videos" } else { "it has no box format" }
-        )));
-    }
-    if config.data.tasks.is_empty() && !Task::ALL.iter().all(|&t| can(t)) {
-        config.data.tasks = Task::ALL.into_iter().filter(|&t| can(t)).collect();
-    }
-    Ok(config)
 }
 
 /// Seconds left for `left` warm-up and question steps, each stage at its own measured pace

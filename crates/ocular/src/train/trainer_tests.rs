@@ -448,8 +448,8 @@ fn threads_do_not_change_what_is_learned() {
     }
 }
 
-#[path = "trainer_llava_tests.rs"]
-mod llava;
+#[path = "trainer_base_tests.rs"]
+mod bases;
 
 #[path = "trainer_heads_tests.rs"]
 mod heads;

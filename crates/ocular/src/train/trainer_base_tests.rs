@@ -1,5 +1,7 @@
-//! Fine-tuning a model of another family than Ocular's own: a LLaVA base (the tiny parity
-//! fixture) trains on its answers, and its folder keeps every weight transformers expects.
+//! Fine-tuning published models rather than Ocular's own: a LLaVA base (the tiny parity
+//! fixture) trains on its answers; a Qwen2-VL base in the Hub's older weight layout, and one
+//! stored in f16, come back in their own names and dtype; each folder keeps every weight
+//! transformers expects.
 use super::super::*;
 use super::{packed_logits, scratch};
 use crate::train::scenes::Task;
@@ -7,6 +9,7 @@ use std::path::Path;
 
 const BASE: &str = "tests/fixtures/llava/one_image/model";
 
+/// A short run fine-tuning the tiny LLaVA fixture into `out`.
 fn llava(out: &Path, steps: usize) -> TrainConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut c = TrainConfig { out: out.to_path_buf(), base: Some(root.join(BASE)), seed: 5, ..Default::default() };
@@ -88,4 +91,47 @@ fn a_llava_base_refuses_videos_and_the_qwen2_vl_heads() {
         assert!(message.contains(expected), "{message}");
     }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A Qwen2-VL base with the Hub's 4.x names (`model.layers`, `visual.blocks`) stored in f16
+/// trains in f32 and is written back in its own names and dtype.
+#[test]
+fn a_hub_layout_f16_qwen2_vl_base_keeps_its_names_and_dtype() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let base = scratch("hub-f16-base");
+    std::fs::create_dir_all(&base).unwrap();
+    let fixture = root.join("tests/fixtures/qwen2_vl/hub_layout/model");
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, base.join(path.file_name().unwrap())).unwrap();
+    }
+    let half: std::collections::HashMap<String, Tensor> = tensors(&fixture.join("model.safetensors"))
+        .into_iter()
+        .map(|(name, t)| (name, t.to_dtype(DType::F16).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&half, base.join("model.safetensors")).unwrap();
+
+    let out = scratch("hub-f16-ft");
+    let mut config = llava(&out, 2);
+    config.base = Some(base.clone());
+    config.optim.questions_per_image = 2;
+    let mut trainer = Trainer::new(config, false).unwrap();
+    assert!(trainer.config.data.tasks.is_empty(), "Qwen2-VL learns every task");
+    trainer.run(&mut |_| {}).unwrap();
+    let saved = tensors(&out.join("model.safetensors"));
+    let mut names: Vec<&String> = saved.keys().collect();
+    names.sort();
+    let mut base_names: Vec<&String> = half.keys().collect();
+    base_names.sort();
+    assert_eq!(names, base_names);
+    assert!(saved.values().all(|t| t.dtype() == DType::F16));
+    let moved = half
+        .iter()
+        .filter(|(name, t)| !same(&t.to_dtype(DType::F32).unwrap(), &saved[*name].to_dtype(DType::F32).unwrap()))
+        .count();
+    assert!(moved > half.len() / 2, "only {moved} of {} tensors changed", half.len());
+    let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
+    assert_eq!(pipeline.model.info().family, "qwen2_vl");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&base);
 }
