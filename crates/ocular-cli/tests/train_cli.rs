@@ -1,6 +1,7 @@
 //! `ocular train` end to end on a tiny config: a dense warm-up and question steps shared
 //! between threads, a model folder the other commands load, the same weights on one thread
-//! or two, and a clear error for a config that does not parse.
+//! or two, a LLaVA base fine-tuned into a folder `ocular run` answers with, and a clear error
+//! for a config that does not parse or asks a LLaVA base for videos.
 
 mod common;
 
@@ -78,5 +79,40 @@ fn a_bad_config_or_thread_count_is_named() {
     let o = ocular(&["train", "--config", config.to_str().unwrap(), "--threads", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--threads"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A short fine-tune of the tiny LLaVA fixture; `extra` is appended to the config.
+fn llava_config(dir: &std::path::Path, out: &str, extra: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = format!(
+        "out = \"{}\"\nbase = \"{}\"\nseed = 2\n\n[optim]\nsteps = 2\nbatch_size = 2\neval_every = 0\ncheckpoint_every = 0\n{extra}",
+        dir.join(out).display(),
+        root.join("tests/fixtures/llava/one_image/model").display()
+    );
+    let path = dir.join(format!("{out}.toml"));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn fine_tunes_a_llava_base_into_a_folder_that_answers() {
+    let dir = scratch("train-cli-llava");
+    let config = llava_config(&dir, "llava", "");
+    let o = ocular(&["train", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("step 2/2"), "{}", stderr(&o));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let image = root.join("examples/scene.png");
+    let folder = dir.join("llava");
+    let args = ["run", "--model", folder.to_str().unwrap(), "--image", image.to_str().unwrap()];
+    let o = ocular(&[&args[..], &["--greedy", "--max-new-tokens", "4", "What colour is the square?"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!o.stdout.is_empty(), "no answer");
+
+    let config = llava_config(&dir, "llava-video", "\n[data]\ntasks = [\"count\", \"video\"]\n");
+    let o = ocular(&["train", "--config", config.to_str().unwrap()]);
+    expect_error(&o, 1, &["data.tasks: a llava model cannot learn the video task"]);
+    assert!(!dir.join("llava-video").exists(), "a refused run wrote its folder");
     let _ = std::fs::remove_dir_all(&dir);
 }
