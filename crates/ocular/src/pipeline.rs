@@ -98,8 +98,8 @@ impl Pipeline {
         })?;
         let tok = self.model.tokenizer();
         let text = template.render(messages, true, tok.bos_token.as_deref(), tok.eos_token.as_deref())?;
-        let has_bos = tok.bos_token.as_deref().is_some_and(|b| !b.is_empty() && text.starts_with(b));
-        Ok((text, !has_bos))
+        let add_special = tok.adds_special_tokens_to(&text);
+        Ok((text, add_special))
     }
 
     pub fn prepare_chat(&self, messages: &[Message], media: &Media) -> Result<Prepared> {

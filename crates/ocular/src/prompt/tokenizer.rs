@@ -52,6 +52,12 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Whether tokenizing the rendered chat `prompt` should add special tokens: not when the
+    /// template already wrote the BOS token (transformers' rule).
+    pub fn adds_special_tokens_to(&self, prompt: &str) -> bool {
+        !self.bos_token.as_deref().is_some_and(|b| !b.is_empty() && prompt.starts_with(b))
+    }
+
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner.decode(ids, skip_special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))
     }

@@ -99,10 +99,8 @@ fn single(model: &dyn TrainModel, chat: &Chat, example: &Example, media: &Media)
     let answer_text = full
         .strip_prefix(&prompt)
         .ok_or_else(|| Error::Template("the rendered answer does not extend the rendered prompt".into()))?;
-    // As inference tokenizes: special tokens added unless the template wrote the BOS itself.
-    let has_bos = chat.bos.as_deref().is_some_and(|b| !b.is_empty() && prompt.starts_with(b));
-    let mut prepared = model.prepare(&prompt, media, !has_bos)?;
     let tokenizer = model.tokenizer();
+    let mut prepared = model.prepare(&prompt, media, tokenizer.adds_special_tokens_to(&prompt))?;
     let mut answer = tokenizer.encode(answer_text, false)?;
     match answer.iter().position(|t| chat.stop_ids.contains(t)) {
         // Score through the turn's end token (Qwen2's <|im_end|>); what follows is not the answer.
