@@ -1,7 +1,7 @@
 //! Fine-tuning published models rather than Ocular's own: a LLaVA base (the tiny parity
 //! fixture) trains on its answers; a Qwen2-VL base in the Hub's older weight layout, and one
-//! stored in f16, come back in their own names and dtype; each folder keeps every weight
-//! transformers expects.
+//! stored in f16, come back in their own names and dtype; a Qwen2.5-VL base trains too; each
+//! folder keeps every weight transformers expects.
 use super::super::*;
 use super::{packed_logits, scratch};
 use crate::train::scenes::Task;
@@ -25,6 +25,18 @@ fn llava(out: &Path, steps: usize) -> TrainConfig {
 
 fn tensors(path: &Path) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+/// The saved folder's logits after an example's prompt equal the trainer's.
+fn computes_as_trained(trainer: &Trainer, pipeline: &crate::pipeline::Pipeline) {
+    let mut gen = super::super::Generator::new(9, trainer.config.data.clone());
+    let s = sample(trainer.model.as_ref(), &trainer.chat, &gen.group(1)).unwrap();
+    let trained = packed_logits(trainer.model.as_ref(), &s).to_vec2::<f32>().unwrap().remove(0);
+    let mut prompt = s.prepared.clone();
+    prompt.ids.truncate(s.rows[0] as usize + 1);
+    let inferred = pipeline.last_logits(&prompt).unwrap();
+    let gap = inferred.iter().zip(&trained).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(gap < 1e-4, "training and the saved model differ by {gap}");
 }
 
 fn same(a: &Tensor, b: &Tensor) -> bool {
@@ -61,14 +73,7 @@ fn a_llava_base_fine_tunes_and_its_folder_loads_whole() {
     // It loads as a LLaVA model and computes what training computed.
     let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
     assert_eq!(pipeline.model.info().family, "llava");
-    let mut gen = super::super::Generator::new(9, trainer.config.data.clone());
-    let s = sample(trainer.model.as_ref(), &trainer.chat, &gen.group(1)).unwrap();
-    let trained = packed_logits(trainer.model.as_ref(), &s).to_vec2::<f32>().unwrap().remove(0);
-    let mut prompt = s.prepared.clone();
-    prompt.ids.truncate(s.rows[0] as usize + 1);
-    let inferred = pipeline.last_logits(&prompt).unwrap();
-    let gap = inferred.iter().zip(&trained).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    assert!(gap < 1e-4, "training and the saved model differ by {gap}");
+    computes_as_trained(&trainer, &pipeline);
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -134,4 +139,23 @@ fn a_hub_layout_f16_qwen2_vl_base_keeps_its_names_and_dtype() {
     assert_eq!(pipeline.model.info().family, "qwen2_vl");
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A Qwen2.5-VL base (RMSNorm merger, gated vision MLP, windowed attention) fine-tunes too,
+/// and comes back as a Qwen2.5-VL folder that computes what training computed.
+#[test]
+fn a_qwen2_5_vl_base_fine_tunes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = scratch("qwen25-ft");
+    let mut config = llava(&out, 2);
+    config.base = Some(root.join("tests/fixtures/qwen2_vl/qwen2_5_vl_image/model"));
+    config.optim.questions_per_image = 2;
+    let mut trainer = Trainer::new(config, false).unwrap();
+    let before = trainer.eval_loss().unwrap();
+    trainer.run(&mut |_| {}).unwrap();
+    assert!(trainer.eval_loss().unwrap() < before, "held-out loss rose from {before}");
+    let pipeline = crate::pipeline::Pipeline::load(&out, &Default::default()).unwrap();
+    assert_eq!(pipeline.model.info().model_type, "qwen2_5_vl");
+    computes_as_trained(&trainer, &pipeline);
+    let _ = std::fs::remove_dir_all(&out);
 }
