@@ -159,3 +159,30 @@ fn a_qwen2_5_vl_base_fine_tunes() {
     computes_as_trained(&trainer, &pipeline);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A base that cannot be taught its answers is named: one without a chat template, and one
+/// whose template ends a turn with no end token and whose folder names no EOS.
+#[test]
+fn a_base_without_template_or_eos_is_named() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let base = scratch("llava-bare");
+    std::fs::create_dir_all(&base).unwrap();
+    for entry in std::fs::read_dir(root.join(BASE)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, base.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::remove_file(base.join("generation_config.json")).unwrap();
+    let config = std::fs::read_to_string(base.join("config.json")).unwrap();
+    std::fs::write(base.join("config.json"), config.replace("\"eos_token_id\": 2,", "")).unwrap();
+    let out = scratch("llava-bare-ft");
+    let mut config = llava(&out, 1);
+    config.base = Some(base.clone());
+    let message = Trainer::new(config.clone(), false).unwrap().eval_loss().unwrap_err().to_string();
+    assert!(message.contains("the model folder names no end-of-sequence token"), "{message}");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::remove_file(base.join("chat_template.jinja")).unwrap();
+    let message = Trainer::new(config, false).err().expect("no template must be refused").to_string();
+    assert!(message.contains("no chat template"), "{message}");
+    assert!(!out.exists(), "a refused run wrote its folder");
+    let _ = std::fs::remove_dir_all(&base);
+}
