@@ -60,13 +60,7 @@ pub fn decode_image(bytes: &[u8], name: &str, limits: &ImageLimits) -> Result<Rg
     let mut header = reader()?;
     header.no_limits();
     let (width, height) = header.into_decoder().map_err(|e| from_image_error(name, e))?.dimensions();
-    if width == 0 || height == 0 {
-        return Err(ImageError::ZeroSize { name: name.into(), width, height });
-    }
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > limits.max_pixels {
-        return Err(ImageError::TooManyPixels { name: name.into(), width, height, pixels, limit: limits.max_pixels });
-    }
+    let pixels = check_size(name, width, height, limits)?;
 
     // Pass 2: decode, held to the header's size and to a budget of 8 bytes a pixel (16-bit
     // RGBA) plus room for the decoder's own working buffers.
@@ -89,6 +83,41 @@ pub fn decode_image(bytes: &[u8], name: &str, limits: &ImageLimits) -> Result<Rg
         fill_outside_first_frame(bytes, &mut rgb);
     }
     Ok(rgb)
+}
+
+/// The width and height of the image file at `path`, read from its header alone (the rest of
+/// the file is not read), checked as [`decode_image`] checks them: a cheap way to vet many
+/// files before a long job decodes them.
+pub fn probe_image(path: &Path, limits: &ImageLimits) -> Result<(u32, u32), ImageError> {
+    let name = path.display().to_string();
+    let reader = ImageReader::open(path)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ImageError::NotFound { path: name.clone() },
+            _ => ImageError::Read { path: name.clone(), source },
+        })?
+        .with_guessed_format()
+        .map_err(|e| corrupt(&name, e))?;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Err(ImageError::Empty { name });
+    }
+    if reader.format().is_none() {
+        return Err(ImageError::UnknownFormat { name });
+    }
+    let (width, height) = reader.into_dimensions().map_err(|e| from_image_error(&name, e))?;
+    check_size(&name, width, height, limits)?;
+    Ok((width, height))
+}
+
+/// Refuses an empty or over-large image by its header's size; returns its pixel count.
+fn check_size(name: &str, width: u32, height: u32, limits: &ImageLimits) -> Result<u64, ImageError> {
+    if width == 0 || height == 0 {
+        return Err(ImageError::ZeroSize { name: name.into(), width, height });
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(ImageError::TooManyPixels { name: name.into(), width, height, pixels, limit: limits.max_pixels });
+    }
+    Ok(pixels)
 }
 
 /// Converts to RGB8 the way Pillow's `.convert("RGB")` does for the modes Pillow opens these

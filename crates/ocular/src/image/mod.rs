@@ -29,7 +29,7 @@ mod transform;
 mod video;
 
 pub use self::clip_processor::{ClipImageProcessorConfig, Preprocessed};
-pub use self::decode::{decode_image, load_image, ImageLimits};
+pub use self::decode::{decode_image, load_image, probe_image, ImageLimits};
 pub use self::qwen2_vl_config::{
     Qwen2VlImageProcessorConfig, Qwen2VlVideoProcessorConfig, QWEN2_VL_IMAGE_MAX_PIXELS, QWEN2_VL_IMAGE_MIN_PIXELS,
     QWEN2_VL_VIDEO_MAX_PIXELS, QWEN2_VL_VIDEO_MIN_PIXELS,

@@ -22,7 +22,7 @@ use crate::load::ModelDir;
 use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::{Media, MediaKind, Prepared, VisionLanguageModel};
 use crate::pipeline::generation_settings;
-use crate::prompt::{ChatTemplate, Message, TextTokenizer};
+use crate::prompt::{ChatTemplate, Message, Part, TextTokenizer};
 
 pub struct Sample {
     /// The packed ids (shared prefix, then each branch) with the media of the prefix.
@@ -81,43 +81,88 @@ impl Chat {
         Ok(Self { template, bos: tokenizer.bos_token.clone(), eos: tokenizer.eos_token.clone(), stop_ids })
     }
 
-    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         self.template.render(messages, add_generation_prompt, self.bos.as_deref(), self.eos.as_deref())
     }
 }
 
-/// One example alone: its prompt and answer ids, and where the answer starts.
+/// One conversation alone: its ids and media, and the spans of `prepared.ids` that are answers
+/// to score.
 struct Single {
     prepared: Prepared,
-    answer_start: usize,
+    answers: Vec<std::ops::Range<usize>>,
 }
 
-fn single(model: &dyn TrainModel, chat: &Chat, example: &Example, media: &Media) -> Result<Single> {
-    let user = user_message(example);
-    let prompt = chat.render(std::slice::from_ref(&user), true)?;
-    let full = chat.render(&[user, Message::assistant(&example.answer)], false)?;
-    let answer_text = full
-        .strip_prefix(&prompt)
-        .ok_or_else(|| Error::Template("the rendered answer does not extend the rendered prompt".into()))?;
+/// Renders `messages` (ending with an answer) and tokenises them turn by turn, as inference
+/// would meet them: each prompt through its generation prompt with its share of `media`, then
+/// the answer through the token that ends the turn (Qwen2's `<|im_end|>`), or, for a template
+/// without one (LLaVA-1.5's "ASSISTANT: blue "), the answer then the EOS that stops generation,
+/// as LLaVA's own training wrote each turn. Turns that would end past `max_tokens` are left out.
+fn render_turns(
+    model: &dyn TrainModel,
+    chat: &Chat,
+    messages: &[Message],
+    media: &Media,
+    max_tokens: usize,
+) -> Result<Single> {
     let tokenizer = model.tokenizer();
-    let mut prepared = model.prepare(&prompt, media, tokenizer.adds_special_tokens_to(&prompt))?;
-    let mut answer = tokenizer.encode(answer_text, false)?;
-    match answer.iter().position(|t| chat.stop_ids.contains(t)) {
-        // Score through the turn's end token (Qwen2's <|im_end|>); what follows is not the answer.
-        Some(end) => answer.truncate(end + 1),
-        // A template that ends a turn with no such token (LLaVA's: "ASSISTANT: blue "): the
-        // answer, then the EOS that stops generation.
-        None => {
-            let eos = chat.stop_ids.first().ok_or_else(|| {
-                Error::Invalid("the model folder names no end-of-sequence token (eos_token_id in generation_config.json or config.json), so an answer cannot be taught to stop".into())
-            })?;
-            answer = tokenizer.encode(answer_text.trim_end(), false)?;
-            answer.push(*eos);
+    let mut prepared = Prepared { ids: vec![], media: vec![] };
+    let mut answers = vec![];
+    // The rendered text tokenised so far, and the messages and media it holds.
+    let (mut done, mut shown, mut images, mut videos) = (String::new(), 0, 0, 0);
+    let turns = messages.iter().enumerate().filter(|(_, m)| m.role == "assistant");
+    for (at, (k, _)) in turns.enumerate() {
+        let prompt = chat.render(&messages[..k], true)?;
+        let full = chat.render(&messages[..=k], false)?;
+        let (Some(segment), Some(answer_text)) = (prompt.strip_prefix(&done), full.strip_prefix(&prompt)) else {
+            return Err(Error::Template(format!(
+                "rendering answer {} does not extend the text rendered before it, so it cannot be trained turn by turn",
+                at + 1
+            )));
+        };
+        let count = |wanted: Part| messages[shown..k].iter().flat_map(|m| &m.content).filter(|p| **p == wanted).count();
+        let (new_images, new_videos) = (count(Part::Image), count(Part::Video));
+        let own_media = Media {
+            images: media.images[images..images + new_images].to_vec(),
+            videos: media.videos[videos..videos + new_videos].to_vec(),
+            ..*media
+        };
+        let bos = prepared.ids.is_empty() && tokenizer.adds_special_tokens_to(&prompt);
+        let segment = model.prepare(segment, &own_media, bos)?;
+        let mut answer = tokenizer.encode(answer_text, false)?;
+        let (scored, text) = match answer.iter().position(|t| chat.stop_ids.contains(t)) {
+            // What follows the turn's end (a newline) leads to the next turn, unscored.
+            Some(end) => (end + 1, answer_text),
+            None => {
+                let eos = chat.stop_ids.first().ok_or_else(|| {
+                    Error::Invalid("the model folder names no end-of-sequence token (eos_token_id in generation_config.json or config.json), so an answer cannot be taught to stop".into())
+                })?;
+                let trimmed = answer_text.trim_end();
+                answer = tokenizer.encode(trimmed, false)?;
+                answer.push(*eos);
+                (answer.len(), trimmed)
+            }
+        };
+        let start = prepared.ids.len() + segment.ids.len();
+        if start + scored > max_tokens {
+            if answers.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "its first answer ends at token {}, past the limit of {max_tokens} (conversations.max_tokens)",
+                    start + scored
+                )));
+            }
+            break;
         }
+        prepared.ids.extend(segment.ids);
+        prepared.media.extend(segment.media);
+        prepared.ids.extend_from_slice(&answer);
+        answers.push(start..start + scored);
+        done = format!("{prompt}{text}");
+        (shown, images, videos) = (k + 1, images + new_images, videos + new_videos);
     }
-    let answer_start = prepared.ids.len();
-    prepared.ids.extend_from_slice(&answer);
-    Ok(Single { prepared, answer_start })
+    // Nothing after the last answer is scored or seen by a scored row.
+    prepared.ids.truncate(answers.last().map_or(0, |a| a.end));
+    Ok(Single { prepared, answers })
 }
 
 /// Packs `group` (examples sharing the same media, as [`super::scenes::Generator::group`]
@@ -130,9 +175,31 @@ pub fn sample(model: &dyn TrainModel, chat: &Chat, group: &[Example]) -> Result<
         )
     })?;
     let media = media(first);
-    let singles: Vec<Single> = group.iter().map(|e| single(model, chat, e, &media)).collect::<Result<_>>()?;
+    let singles: Vec<Single> = group
+        .iter()
+        .map(|e| render_turns(model, chat, &[user_message(e), Message::assistant(&e.answer)], &media, usize::MAX))
+        .collect::<Result<_>>()?;
+    pack(model, singles, group)
+}
+
+/// One of the user's conversations (`train::conversations`) as a training sequence: every
+/// answer scored, turns past `max_tokens` left out.
+pub fn conversation_sample(
+    model: &dyn TrainModel,
+    chat: &Chat,
+    messages: &[Message],
+    media: &Media,
+    max_tokens: usize,
+) -> Result<Sample> {
+    pack(model, vec![render_turns(model, chat, messages, media, max_tokens)?], &[])
+}
+
+/// Packs `singles` into one sequence: their shared prefix once, then each one's own tokens.
+/// `examples`, where given, are the scene examples they were rendered from (for the pointer
+/// labels).
+fn pack(model: &dyn TrainModel, singles: Vec<Single>, examples: &[Example]) -> Result<Sample> {
     // The shared prefix stops before any branch's first scored row.
-    let mut prefix = singles.iter().map(|s| s.answer_start - 1).min().unwrap_or(0);
+    let mut prefix = singles.iter().map(|s| s.answers[0].start - 1).min().unwrap_or(0);
     for s in &singles[1..] {
         prefix = prefix.min(common_prefix(&singles[0].prepared.ids, &s.prepared.ids));
     }
@@ -140,22 +207,27 @@ pub fn sample(model: &dyn TrainModel, chat: &Chat, group: &[Example]) -> Result<
     let mut positions = model.positions(&singles[0].prepared)?[..prefix].to_vec();
     let (mut rows, mut targets, mut branches, mut answers) = (vec![], vec![], vec![], vec![]);
     let (mut pointers, mut boxes) = (vec![], vec![]);
-    for (s, example) in singles.iter().zip(group) {
+    for (i, s) in singles.iter().enumerate() {
         let start = ids.len();
         let packed = |i| if i < prefix { i } else { start + i - prefix };
-        if let Some((p, b)) = model.as_qwen2_vl().map(|q| pointer(q, s, example, packed)).transpose()?.flatten() {
+        let example = examples.get(i);
+        if let Some((p, b)) =
+            model.as_qwen2_vl().zip(example).map(|(q, example)| pointer(q, s, example, packed)).transpose()?.flatten()
+        {
             pointers.push(p);
             boxes.extend(b);
         }
         let own = &s.prepared.ids;
         ids.extend_from_slice(&own[prefix..]);
         positions.extend_from_slice(&model.positions(&s.prepared)?[prefix..]);
-        let first = targets.len();
-        for i in s.answer_start..own.len() {
-            rows.push((start + i - 1 - prefix) as u32);
-            targets.push(own[i]);
+        for span in &s.answers {
+            let first = targets.len();
+            for i in span.clone() {
+                rows.push(packed(i - 1) as u32);
+                targets.push(own[i]);
+            }
+            answers.push(first..targets.len());
         }
-        answers.push(first..targets.len());
         branches.push(start..ids.len());
     }
     let mask = branch_mask(ids.len(), prefix, &branches, model.device())?;
@@ -195,14 +267,15 @@ fn pointer(
         return Ok(None);
     };
     let own = &s.prepared.ids;
+    let answer = s.answers[0].clone();
     let tokenizer = model.tokenizer();
-    let find = |token: &str| tokenizer.token_id(token).and_then(|t| own[s.answer_start..].iter().position(|&u| u == t));
+    let find = |token: &str| tokenizer.token_id(token).and_then(|t| own[answer.clone()].iter().position(|&u| u == t));
     let box_rows = match (example.target_box, find("<|box_start|>"), find("<|box_end|>")) {
-        (Some(_), Some(from), Some(to)) => Some(s.answer_start + from..s.answer_start + to),
+        (Some(_), Some(from), Some(to)) => Some(answer.start + from..answer.start + to),
         _ => None,
     };
     let grounding = box_rows.is_some();
-    let rows = box_rows.unwrap_or(s.answer_start - 1..own.len() - 1);
+    let rows = box_rows.unwrap_or(answer.start - 1..answer.end - 1);
     let config = model.config();
     let merge = config.vision.merge_size;
     let grid = s.prepared.media.iter().find(|m| m.kind == MediaKind::Image).map(|m| m.grid_thw);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::conversations::ConversationsConfig;
 use super::dense::DenseLabels;
 use super::optim::Schedule;
 use super::scenes::SceneConfig;
@@ -23,6 +24,8 @@ pub struct TrainConfig {
     pub data: SceneConfig,
     pub optim: Optim,
     pub dense: Dense,
+    /// The user's own conversations to fine-tune `base` on, instead of the scenes.
+    pub conversations: ConversationsConfig,
 }
 
 /// Dense supervision of the vision tower (see `train::dense`): a throwaway head on every merged
@@ -187,6 +190,7 @@ impl Default for TrainConfig {
             data: SceneConfig::default(),
             optim: Optim::default(),
             dense: Dense::default(),
+            conversations: ConversationsConfig::default(),
         }
     }
 }
@@ -384,6 +388,7 @@ impl TrainConfig {
                 d.weight
             ));
         }
+        self.conversations.validate(self.base.is_some(), self.first_head_setting())?;
         if m.vision_patch_size < 2 {
             return Err(format!("model.vision_patch_size {} must be at least 2", m.vision_patch_size));
         }

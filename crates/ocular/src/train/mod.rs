@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod conversations;
 pub mod dense;
 pub mod eval;
 pub mod folder;

@@ -8,8 +8,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 
-use super::batch::{sample, Chat, Sample};
+use super::batch::{conversation_sample, sample, Chat, Sample};
 use super::config::{LossWeighting, TrainConfig};
+use super::conversations::{Conversations, Dataset, Entry};
 pub use super::dense::DenseParts;
 use super::dense::{self, DenseItem};
 use super::folder;
@@ -77,6 +78,8 @@ pub struct Trainer {
     model: Box<dyn TrainModel>,
     varmap: VarMap,
     chat: Chat,
+    /// The user's conversations (`[conversations]`), learnt from instead of the scenes.
+    dataset: Option<Dataset>,
     /// A fine-tuned base's weight files: the finished folder keeps those of its tensors the
     /// model does not use (a CLIP tower's layers past the one LLaVA reads).
     base_files: Vec<PathBuf>,
@@ -101,6 +104,8 @@ impl Trainer {
     /// whose files are copied there once the run's settings are found to suit it); with
     /// `resume`, continues from the checkpoint there.
     pub fn new(config: TrainConfig, resume: bool) -> Result<Self> {
+        // (Checked here too for library callers; from_file checks the rest.)
+        config.conversations.validate(config.base.is_some(), config.first_head_setting()).map_err(Error::Invalid)?;
         let out = config.out.clone();
         let checkpoint = out.join("checkpoint");
         let resuming = resume && checkpoint.join("model.safetensors").is_file();
@@ -128,6 +133,10 @@ impl Trainer {
             load_into(&varmap, &base.files)?;
         } else {
             init_weights(&varmap, config.seed)?;
+        }
+        let dataset = Dataset::open(&config.conversations)?;
+        if let (Some(data), false) = (&dataset, model.takes_video()) {
+            data.refuse_videos(&model.info().family)?;
         }
         let config = model::fit_tasks(config, model.as_ref())?;
         let heads = Heads::for_model(&config, model.as_ref(), resuming.then_some(checkpoint.as_path()))?;
@@ -164,7 +173,7 @@ impl Trainer {
             }
         }
         let base_files = base.map(|b| b.files).unwrap_or_default();
-        Ok(Self { config, model, varmap, chat, base_files, optimizer, heads, vars: tensors, pool: None, out })
+        Ok(Self { config, model, varmap, chat, dataset, base_files, optimizer, heads, vars: tensors, pool: None, out })
     }
 
     /// Shares each step's items (packed samples, scenes) among `threads` threads, each item
@@ -242,10 +251,47 @@ impl Trainer {
         parallel::map(self.pool.as_ref(), &groups, &|group| sample(self.model.as_ref(), &self.chat, group))
     }
 
-    /// Mean loss on held-out examples (a seed no training step uses).
+    /// `entries` of the user's `file` as samples, prepared on the pool's threads; errors name
+    /// the file and the entry.
+    fn conversation_samples(&self, file: &Conversations, entries: &[&Entry]) -> Result<Vec<Sample>> {
+        let data = self.dataset.as_ref().expect("conversations are drawn from a dataset");
+        parallel::map(self.pool.as_ref(), entries, &|entry| {
+            data.media(entry)
+                .and_then(|media| {
+                    let max_tokens = data.settings.max_tokens;
+                    conversation_sample(self.model.as_ref(), &self.chat, &entry.messages, &media, max_tokens)
+                })
+                .map_err(|e| Error::model_file(&file.path, format!("{}: {e}", entry.name)))
+        })
+    }
+
+    /// What optimiser step `step` of the question stage learns from: scene examples drawn
+    /// from its own generator, or its share of the user's conversations.
+    fn step_samples(&self, step: usize) -> Result<Vec<Sample>> {
+        let n = self.config.optim.batch_size;
+        match &self.dataset {
+            Some(data) => self.conversation_samples(&data.train, &data.train.draw(self.config.seed, step, n)),
+            None => self.samples(&mut generator(&self.config, step as u64), n),
+        }
+    }
+
+    /// Whether the run has held-out examples (a run on conversations has them only with
+    /// `conversations.eval`).
+    fn has_held_out(&self) -> bool {
+        self.dataset.as_ref().is_none_or(|d| d.eval.is_some())
+    }
+
+    /// Mean loss on held-out examples: scenes from a seed no training step uses, or the first
+    /// `optim.eval_examples` held-out conversations.
     pub fn eval_loss(&self) -> Result<f32> {
-        let mut g = Generator::new(self.config.seed ^ 0x5EED_0F_E7A1, self.config.data.clone());
-        let samples = self.samples(&mut g, self.config.optim.eval_examples.max(1))?;
+        let n = self.config.optim.eval_examples.max(1);
+        let samples = match self.dataset.as_ref().map(|d| d.eval.as_ref()) {
+            Some(Some(eval)) => self.conversation_samples(eval, &eval.entries.iter().take(n).collect::<Vec<_>>())?,
+            Some(None) => return Err(Error::Invalid("no held-out conversations (conversations.eval)".into())),
+            None => {
+                self.samples(&mut Generator::new(self.config.seed ^ 0x5EED_0F_E7A1, self.config.data.clone()), n)?
+            }
+        };
         // Per token whatever the run's weighting, so held-out losses of runs compare.
         let parts = parallel::map(self.pool.as_ref(), &samples, &|s| {
             let part = self.sample_part(s, LossWeighting::Token)?;
@@ -306,12 +352,7 @@ impl Trainer {
             let step = self.optimizer.step;
             let step_start = Instant::now();
             let warm = step < d.warmup_steps;
-            let samples = if warm {
-                vec![]
-            } else {
-                let step = (step - d.warmup_steps) as u64;
-                self.samples(&mut generator(&self.config, step), o.batch_size)?
-            };
+            let samples = if warm { vec![] } else { self.step_samples(step - d.warmup_steps)? };
             tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
             // Question steps learn from the dense head too only when it weighs something.
             let dense_items = if warm || d.weight > 0.0 { self.dense_items(step) } else { vec![] };
@@ -354,7 +395,11 @@ impl Trainer {
             *stage = (stage.0 + 1, stage.1 + step_start.elapsed().as_secs_f64());
             let done = self.optimizer.step;
             let questions_done = done.saturating_sub(d.warmup_steps);
-            let eval_loss = if o.eval_every > 0 && questions_done > 0 && questions_done % o.eval_every == 0 {
+            let eval_loss = if o.eval_every > 0
+                && questions_done > 0
+                && questions_done % o.eval_every == 0
+                && self.has_held_out()
+            {
                 Some(self.eval_loss()?)
             } else {
                 None

@@ -148,6 +148,16 @@ fn packed_logits(model: &dyn TrainModel, s: &Sample) -> Tensor {
     model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, true, &[]).unwrap().0
 }
 
+/// The saved folder's logits after the prompt of `s`'s first answer equal the trainer's.
+pub(super) fn computes_as_trained_on(trainer: &Trainer, pipeline: &crate::pipeline::Pipeline, s: &Sample) {
+    let trained = packed_logits(trainer.model.as_ref(), s).to_vec2::<f32>().unwrap().remove(0);
+    let mut prompt = s.prepared.clone();
+    prompt.ids.truncate(s.rows[0] as usize + 1);
+    let inferred = pipeline.last_logits(&prompt).unwrap();
+    let gap = inferred.iter().zip(&trained).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(gap < 1e-4, "training and the saved model differ by {gap}");
+}
+
 fn check_packing(trainer: &Trainer) {
     let (model, template) = (trainer.model.as_ref(), &trainer.chat);
     let mut gen = Generator::new(11, trainer.config.data.clone());
@@ -307,6 +317,19 @@ fn loss_falls_runs_resume_and_the_folder_loads() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Copies a run's folder and its checkpoint, as a run interrupted now would leave them.
+pub(super) fn copy_run(from: &Path, to: &Path) {
+    for dir in ["", "checkpoint"] {
+        std::fs::create_dir_all(to.join(dir)).unwrap();
+        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(dir).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+}
+
 /// A run interrupted after its warm-up and resumed ends with the same weights, bit for bit, as
 /// one run straight through (the built-in model was made so: configs/builtin.toml).
 #[test]
@@ -320,22 +343,11 @@ fn a_run_resumed_after_its_warm_up_ends_bit_for_bit_as_one_run() {
         c.optim.checkpoint_every = 2;
         c
     };
-    let copy_folder = |from: &Path, to: &Path| {
-        for dir in ["", "checkpoint"] {
-            std::fs::create_dir_all(to.join(dir)).unwrap();
-            for entry in std::fs::read_dir(from.join(dir)).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_file() {
-                    std::fs::copy(&path, to.join(dir).join(path.file_name().unwrap())).unwrap();
-                }
-            }
-        }
-    };
     let mut trainer = Trainer::new(config(&straight), false).unwrap();
     trainer
         .run(&mut |p| {
             if p.step == 2 {
-                copy_folder(&straight, &interrupted);
+                copy_run(&straight, &interrupted);
             }
         })
         .unwrap();
@@ -453,6 +465,9 @@ mod bases;
 
 #[path = "trainer_heads_tests.rs"]
 mod heads;
+
+#[path = "trainer_conversations_tests.rs"]
+mod conversations;
 
 #[test]
 fn the_eta_prices_each_stage_at_its_own_pace() {
