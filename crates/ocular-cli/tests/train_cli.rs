@@ -116,3 +116,58 @@ fn fine_tunes_a_llava_base_into_a_folder_that_answers() {
     assert!(!dir.join("llava-video").exists(), "a refused run wrote its folder");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[conversations]`: a LLaVA base fine-tunes on a JSON Lines file of the user's own
+/// conversations (media from a folder of their own), reports its held-out loss, and answers;
+/// a bad entry stops the run before it starts, naming the file, the entry and the field.
+#[test]
+fn fine_tunes_a_base_on_the_users_conversations() {
+    let dir = scratch("train-cli-conversations");
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let turn = |q: &str, a: &str| format!(r#"{{"from": "human", "value": "{q}"}}, {{"from": "gpt", "value": "{a}"}}"#);
+    let lines = [
+        format!(
+            r#"{{"id": "a", "image": "scene.png", "conversations": [{}]}}"#,
+            turn("<image>\\nHow many objects?", "4")
+        ),
+        format!(
+            r#"{{"id": "b", "image": ["two_a.png"], "conversations": [{}, {}]}}"#,
+            turn("Describe <image>", "Shapes."),
+            turn("Anything else?", "No.")
+        ),
+    ];
+    std::fs::write(dir.join("train.jsonl"), lines.join("\n")).unwrap();
+    std::fs::write(dir.join("eval.json"), format!("[{}]", lines[0])).unwrap();
+    let section = |train: &str| {
+        format!(
+            "\n[conversations]\ntrain = \"{}\"\neval = \"{}\"\nmedia_folder = \"{}\"\n",
+            dir.join(train).display(),
+            dir.join("eval.json").display(),
+            root.join("examples").display()
+        )
+    };
+    let config = llava_config(&dir, "mine", &section("train.jsonl"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("eval_every = 0", "eval_every = 1")).unwrap();
+    let o = ocular(&["train", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("held-out"), "{}", stderr(&o));
+    let folder = dir.join("mine");
+    let image = root.join("examples/scene.png");
+    let args = ["run", "--model", folder.to_str().unwrap(), "--image", image.to_str().unwrap(), "--greedy"];
+    let o = ocular(&[&args[..], &["--max-new-tokens", "4", "How many objects?"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    std::fs::write(
+        dir.join("bad.jsonl"),
+        format!("{}\n{{\"id\": \"c\", \"image\": \"nowhere.png\", \"conversations\": []}}", lines[0]),
+    )
+    .unwrap();
+    let config = llava_config(&dir, "bad", &section("bad.jsonl"));
+    let o = ocular(&["train", "--config", config.to_str().unwrap()]);
+    let bad = dir.join("bad.jsonl");
+    expect_error(&o, 1, &[&format!("{}: line 2 (id \"c\"): image: ", bad.display()), "nowhere.png"]);
+    assert!(!dir.join("bad").exists(), "a refused run wrote its folder");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -109,9 +109,7 @@ impl Conversations {
     pub fn open(path: &Path, media_folder: Option<&Path>) -> Result<Self> {
         let fail = |message: String| Error::model_file(path, message);
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let folder = media_folder.map(Path::to_path_buf).unwrap_or_else(|| {
-            path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
-        });
+        let folder = media_folder.or(path.parent()).unwrap_or(Path::new("")).to_path_buf();
         let values: Vec<(String, Value)> = if text.trim_start().starts_with('[') {
             let array: Vec<Value> =
                 serde_json::from_str(&text).map_err(|e| fail(format!("not a JSON array of entries: {e}")))?;
@@ -168,8 +166,9 @@ impl Dataset {
     pub fn open(settings: &ConversationsConfig) -> Result<Option<Self>> {
         let Some(train) = &settings.train else { return Ok(None) };
         let folder = settings.media_folder.as_deref();
+        let train = Conversations::open(train, folder)?;
         let eval = settings.eval.as_deref().map(|p| Conversations::open(p, folder)).transpose()?;
-        Ok(Some(Self { settings: settings.clone(), train: Conversations::open(train, folder)?, eval }))
+        Ok(Some(Self { settings: settings.clone(), train, eval }))
     }
 
     /// For a model that takes no videos: refuses the first entry that has one.
