@@ -111,6 +111,52 @@ fn a_multi_turn_conversation_is_tokenised_as_one_and_every_answer_scored() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// Qwen2-VL learns from videos too: a folder of frames (at most `video_frames` kept) becomes
+/// the video tokens the whole conversation would have, and a step trains on it.
+#[test]
+fn a_video_conversation_trains_with_qwen2_vl() {
+    let (data, out) = (scratch("conv-video-data"), scratch("conv-video"));
+    write_data(&data);
+    std::fs::create_dir_all(data.join("clip")).unwrap();
+    for i in 0..6u32 {
+        let mut frame = ::image::RgbImage::from_pixel(56, 56, ::image::Rgb([128; 3]));
+        for y in 40 - i * 6..50 - i * 6 {
+            for x in 20..30 {
+                frame.put_pixel(x, y, ::image::Rgb([220, 30, 30]));
+            }
+        }
+        frame.save(data.join("clip").join(format!("{i:02}.png"))).unwrap();
+    }
+    std::fs::write(
+        data.join("video.json"),
+        r#"[{"video": "clip", "conversations": [{"from": "human", "value": "<video>\nWhich way does it move?"}, {"from": "gpt", "value": "Up."}]}]"#,
+    )
+    .unwrap();
+    let mut c = config(QWEN, &data, &out, 1);
+    c.conversations.train = Some(data.join("video.json"));
+    c.conversations.video_frames = 4;
+    c.optim.batch_size = 1;
+    let mut trainer = Trainer::new(c, false).unwrap();
+    let data_set = trainer.dataset.as_ref().unwrap();
+    let entry = &data_set.train.entries[0];
+    let media = data_set.media(entry).unwrap();
+    assert_eq!(media.videos[0].frames.len(), 4);
+    let (model, chat) = (trainer.model.as_ref(), &trainer.chat);
+    let s = conversation_sample(model, chat, &entry.messages, &media, usize::MAX).unwrap();
+    let text = chat.render(&entry.messages, false).unwrap();
+    let whole = model.prepare(&text, &media, model.tokenizer().adds_special_tokens_to(&text)).unwrap();
+    assert_eq!(s.prepared.ids, whole.ids[..s.prepared.ids.len()]);
+    assert_eq!(s.positions, model.positions(&whole).unwrap()[..s.positions.len()]);
+    let video_tokens = s.prepared.ids.iter().filter(|&&t| t == 413).count();
+    assert!(video_tokens > 0, "no video tokens");
+    assert_eq!(model.tokenizer().decode(&s.targets, false).unwrap(), "Up.<|im_end|>");
+    let mut losses = vec![];
+    trainer.run(&mut |p| losses.push(p.loss)).unwrap();
+    assert!(losses.len() == 1 && losses[0].is_finite(), "{losses:?}");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// LLaVA-1.5's template ends a turn with no token: each answer is followed by the EOS, in the
 /// ids and as its last target, as LLaVA's own training wrote it.
 #[test]
