@@ -91,6 +91,9 @@ pub fn main(args: Args) -> Result<()> {
         let line = p.position.map_or(line.clone(), |q| format!("{line}  position {q:.4}"));
         let line = p.pointer.map_or(line.clone(), |q| format!("{line}  pointer {q:.4}"));
         let line = p.object_box.map_or(line.clone(), |q| format!("{line}  box {q:.4}"));
+        for skipped in &p.skipped {
+            eprintln!("{}skipped {skipped}", if terminal { "\r" } else { "" });
+        }
         if let Some(e) = p.eval_loss {
             eprintln!("{}{line}  held-out loss {e:.4}", if terminal { "\r" } else { "" });
         } else if terminal {

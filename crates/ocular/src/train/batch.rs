@@ -16,13 +16,13 @@ use super::model::TrainModel;
 use super::object_box::{box_digits, ObjectBox};
 use super::pointer::{covered_cells, Pointer};
 use super::scenes::Example;
+pub use super::turns::Chat;
+use super::turns::{common_prefix, render_turns, Single};
 use crate::error::{Error, Result};
 use crate::image::Video;
-use crate::load::ModelDir;
 use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::{Media, MediaKind, Prepared, VisionLanguageModel};
-use crate::pipeline::generation_settings;
-use crate::prompt::{ChatTemplate, Message, Part, TextTokenizer};
+use crate::prompt::Message;
 
 pub struct Sample {
     /// The packed ids (shared prefix, then each branch) with the media of the prefix.
@@ -61,108 +61,6 @@ pub fn media(example: &Example) -> Media {
 
 pub fn user_message(example: &Example) -> Message {
     Message::user_with_media(&example.question, example.images.len(), usize::from(example.video.is_some()))
-}
-
-/// How a model's examples are written: its chat template, its tokenizer's BOS and EOS text
-/// (for templates that write them) and the ids that end an answer, all as inference has them.
-pub struct Chat {
-    template: ChatTemplate,
-    bos: Option<String>,
-    eos: Option<String>,
-    stop_ids: Vec<u32>,
-}
-
-impl Chat {
-    pub fn load(dir: &ModelDir, tokenizer: &TextTokenizer) -> Result<Self> {
-        let template = ChatTemplate::new(dir.chat_template()?.ok_or_else(|| {
-            Error::model_file(dir.root(), "no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json): training renders its questions with it")
-        })?)?;
-        let (_, stop_ids) = generation_settings(dir)?;
-        Ok(Self { template, bos: tokenizer.bos_token.clone(), eos: tokenizer.eos_token.clone(), stop_ids })
-    }
-
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        self.template.render(messages, add_generation_prompt, self.bos.as_deref(), self.eos.as_deref())
-    }
-}
-
-/// One conversation alone: its ids and media, and the spans of `prepared.ids` that are answers
-/// to score.
-struct Single {
-    prepared: Prepared,
-    answers: Vec<std::ops::Range<usize>>,
-}
-
-/// Renders `messages` (ending with an answer) and tokenises them turn by turn, as inference
-/// would meet them: each prompt through its generation prompt with its share of `media`, then
-/// the answer through the token that ends the turn (Qwen2's `<|im_end|>`), or, for a template
-/// without one (LLaVA-1.5's "ASSISTANT: blue "), the answer then the EOS that stops generation,
-/// as LLaVA's own training wrote each turn. Turns that would end past `max_tokens` are left out.
-fn render_turns(
-    model: &dyn TrainModel,
-    chat: &Chat,
-    messages: &[Message],
-    media: &Media,
-    max_tokens: usize,
-) -> Result<Single> {
-    let tokenizer = model.tokenizer();
-    let mut prepared = Prepared { ids: vec![], media: vec![] };
-    let mut answers = vec![];
-    // The rendered text tokenised so far, and the messages and media it holds.
-    let (mut done, mut shown, mut images, mut videos) = (String::new(), 0, 0, 0);
-    let turns = messages.iter().enumerate().filter(|(_, m)| m.role == "assistant");
-    for (at, (k, _)) in turns.enumerate() {
-        let prompt = chat.render(&messages[..k], true)?;
-        let full = chat.render(&messages[..=k], false)?;
-        let (Some(segment), Some(answer_text)) = (prompt.strip_prefix(&done), full.strip_prefix(&prompt)) else {
-            return Err(Error::Template(format!(
-                "rendering answer {} does not extend the text rendered before it, so it cannot be trained turn by turn",
-                at + 1
-            )));
-        };
-        let count = |wanted: Part| messages[shown..k].iter().flat_map(|m| &m.content).filter(|p| **p == wanted).count();
-        let (new_images, new_videos) = (count(Part::Image), count(Part::Video));
-        let own_media = Media {
-            images: media.images[images..images + new_images].to_vec(),
-            videos: media.videos[videos..videos + new_videos].to_vec(),
-            ..*media
-        };
-        let bos = prepared.ids.is_empty() && tokenizer.adds_special_tokens_to(&prompt);
-        let segment = model.prepare(segment, &own_media, bos)?;
-        let mut answer = tokenizer.encode(answer_text, false)?;
-        let (scored, text) = match answer.iter().position(|t| chat.stop_ids.contains(t)) {
-            // What follows the turn's end (a newline) leads to the next turn, unscored.
-            Some(end) => (end + 1, answer_text),
-            None => {
-                let eos = chat.stop_ids.first().ok_or_else(|| {
-                    Error::Invalid("the model folder names no end-of-sequence token (eos_token_id in generation_config.json or config.json), so an answer cannot be taught to stop".into())
-                })?;
-                let trimmed = answer_text.trim_end();
-                answer = tokenizer.encode(trimmed, false)?;
-                answer.push(*eos);
-                (answer.len(), trimmed)
-            }
-        };
-        let start = prepared.ids.len() + segment.ids.len();
-        if start + scored > max_tokens {
-            if answers.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "its first answer ends at token {}, past the limit of {max_tokens} (conversations.max_tokens)",
-                    start + scored
-                )));
-            }
-            break;
-        }
-        prepared.ids.extend(segment.ids);
-        prepared.media.extend(segment.media);
-        prepared.ids.extend_from_slice(&answer);
-        answers.push(start..start + scored);
-        done = format!("{prompt}{text}");
-        (shown, images, videos) = (k + 1, images + new_images, videos + new_videos);
-    }
-    // Nothing after the last answer is scored or seen by a scored row.
-    prepared.ids.truncate(answers.last().map_or(0, |a| a.end));
-    Ok(Single { prepared, answers })
 }
 
 /// Packs `group` (examples sharing the same media, as [`super::scenes::Generator::group`]
@@ -304,10 +202,6 @@ fn pointer(
     keys.dedup();
     let queries = rows.map(|i| packed(i) as u32).collect();
     Ok(Some((Pointer { queries, keys, grounding }, boxes)))
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Causal within the prefix and within each branch; a branch also sees the whole prefix.

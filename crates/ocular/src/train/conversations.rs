@@ -109,6 +109,8 @@ impl Conversations {
     pub fn open(path: &Path, media_folder: Option<&Path>) -> Result<Self> {
         let fail = |message: String| Error::model_file(path, message);
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        // Editors on Windows may save UTF-8 with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let folder = media_folder.or(path.parent()).unwrap_or(Path::new("")).to_path_buf();
         let values: Vec<(String, Value)> = if text.trim_start().starts_with('[') {
             let array: Vec<Value> =
@@ -236,6 +238,10 @@ fn entry(at: &str, value: &Value, folder: &Path) -> std::result::Result<Entry, S
                 a(role),
                 a(expected)
             ));
+        }
+        if let Some(tag) = ["<image>", "<video>"].into_iter().find(|tag| role != "user" && text.contains(tag)) {
+            let turn = if role == "assistant" { "gpt" } else { "system" };
+            return Err(format!("{field}: a {tag} tag in a {turn} turn (media go in human turns)"));
         }
         messages.push(match role {
             "user" => Message::new("user", parts(text)),

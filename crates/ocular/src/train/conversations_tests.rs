@@ -87,6 +87,8 @@ fn a_bad_entry_is_named_with_its_field() {
         ("[{\"conversations\": [{\"from\": \"human\", \"value\": \"Q\"}, {\"from\": \"human\", \"value\": \"Q\"}]}]".into(), "conversations[1]: a user turn where an assistant turn was expected"),
         ("[{\"conversations\": [{\"from\": \"human\", \"value\": \"Q\"}, {\"from\": \"system\", \"value\": \"S\"}]}]".into(), "conversations[1]: a system turn may only come first"),
         ("[{\"conversations\": [{\"from\": \"human\", \"value\": \"Q\"}]}]".into(), "entry 1: the last turn has no answer after it"),
+        ("[{\"conversations\": [{\"from\": \"human\", \"value\": \"Q\"}, {\"from\": \"gpt\", \"value\": \"<image>\"}]}]".into(), "entry 1: conversations[1]: a <image> tag in a gpt turn (media go in human turns)"),
+        ("\u{feff}{\"conversations\": [{\"from\": \"human\", \"value\": \"Q\"}]}".into(), "line 1: the last turn has no answer after it"),
         ("[{\"image\": \"images/a.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"<image><image>Q\"}, {\"from\": \"gpt\", \"value\": \"A\"}]}]".into(), "entry 1: 2 <image> tag(s) in its turns but 1 image given"),
     ];
     for (i, (content, expected)) in cases.iter().enumerate() {

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod conversation_eval;
 pub mod conversations;
 pub mod dense;
 pub mod eval;
@@ -18,4 +19,5 @@ mod question_aux;
 pub mod scenes;
 pub mod tokenizer;
 pub mod trainer;
+mod turns;
 mod weights;

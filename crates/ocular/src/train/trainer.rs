@@ -49,6 +49,8 @@ pub struct Progress {
     pub eta_secs: f64,
     /// Mean loss on held-out examples, on the steps that measure it.
     pub eval_loss: Option<f32>,
+    /// The user's conversations this step left out, each named with why.
+    pub skipped: Vec<String>,
 }
 
 /// A stage's pace: the warm-up sees images (scenes and clips) but no text, the question
@@ -106,6 +108,8 @@ impl Trainer {
     pub fn new(config: TrainConfig, resume: bool) -> Result<Self> {
         // (Checked here too for library callers; from_file checks the rest.)
         config.conversations.validate(config.base.is_some(), config.first_head_setting()).map_err(Error::Invalid)?;
+        // Checked before any weights load, so a bad file fails at once.
+        let dataset = Dataset::open(&config.conversations)?;
         let out = config.out.clone();
         let checkpoint = out.join("checkpoint");
         let resuming = resume && checkpoint.join("model.safetensors").is_file();
@@ -134,7 +138,6 @@ impl Trainer {
         } else {
             init_weights(&varmap, config.seed)?;
         }
-        let dataset = Dataset::open(&config.conversations)?;
         if let (Some(data), false) = (&dataset, model.takes_video()) {
             data.refuse_videos(&model.info().family)?;
         }
@@ -251,27 +254,35 @@ impl Trainer {
         parallel::map(self.pool.as_ref(), &groups, &|group| sample(self.model.as_ref(), &self.chat, group))
     }
 
-    /// `entries` of the user's `file` as samples, prepared on the pool's threads; errors name
-    /// the file and the entry.
-    fn conversation_samples(&self, file: &Conversations, entries: &[&Entry]) -> Result<Vec<Sample>> {
+    /// `entries` of the user's `file` as samples, prepared on the pool's threads. One that
+    /// cannot be made into a sample (an image corrupt past its header, a first answer past
+    /// `max_tokens`) is left out and named in the second list, so that a long run does not
+    /// stop on it; a batch that keeps none is an error.
+    fn conversation_samples(&self, file: &Conversations, entries: &[&Entry]) -> Result<(Vec<Sample>, Vec<String>)> {
         let data = self.dataset.as_ref().expect("conversations are drawn from a dataset");
-        parallel::map(self.pool.as_ref(), entries, &|entry| {
-            data.media(entry)
-                .and_then(|media| {
-                    let max_tokens = data.settings.max_tokens;
-                    conversation_sample(self.model.as_ref(), &self.chat, &entry.messages, &media, max_tokens)
-                })
-                .map_err(|e| Error::model_file(&file.path, format!("{}: {e}", entry.name)))
-        })
+        let made = parallel::map(self.pool.as_ref(), entries, &|entry| {
+            let sample = data.media(entry).and_then(|media| {
+                let max_tokens = data.settings.max_tokens;
+                conversation_sample(self.model.as_ref(), &self.chat, &entry.messages, &media, max_tokens)
+            });
+            Ok(sample.map_err(|e| format!("{}: {}: {e}", file.path.display(), entry.name)))
+        })?;
+        let (samples, skipped): (Vec<_>, Vec<_>) = made.into_iter().partition(|s| s.is_ok());
+        let skipped: Vec<String> = skipped.into_iter().filter_map(|s| s.err()).collect();
+        if samples.is_empty() {
+            return Err(Error::Invalid(format!("no entry of the batch could be used; the first: {}", skipped[0])));
+        }
+        Ok((samples.into_iter().filter_map(|s| s.ok()).collect(), skipped))
     }
 
     /// What optimiser step `step` of the question stage learns from: scene examples drawn
-    /// from its own generator, or its share of the user's conversations.
-    fn step_samples(&self, step: usize) -> Result<Vec<Sample>> {
+    /// from its own generator, or its share of the user's conversations (and those of them
+    /// left out).
+    fn step_samples(&self, step: usize) -> Result<(Vec<Sample>, Vec<String>)> {
         let n = self.config.optim.batch_size;
         match &self.dataset {
             Some(data) => self.conversation_samples(&data.train, &data.train.draw(self.config.seed, step, n)),
-            None => self.samples(&mut generator(&self.config, step as u64), n),
+            None => Ok((self.samples(&mut generator(&self.config, step as u64), n)?, vec![])),
         }
     }
 
@@ -286,7 +297,7 @@ impl Trainer {
     pub fn eval_loss(&self) -> Result<f32> {
         let n = self.config.optim.eval_examples.max(1);
         let samples = match self.dataset.as_ref().map(|d| d.eval.as_ref()) {
-            Some(Some(eval)) => self.conversation_samples(eval, &eval.entries.iter().take(n).collect::<Vec<_>>())?,
+            Some(Some(eval)) => self.conversation_samples(eval, &eval.entries.iter().take(n).collect::<Vec<_>>())?.0,
             Some(None) => return Err(Error::Invalid("no held-out conversations (conversations.eval)".into())),
             None => {
                 self.samples(&mut Generator::new(self.config.seed ^ 0x5EED_0F_E7A1, self.config.data.clone()), n)?
@@ -352,7 +363,7 @@ impl Trainer {
             let step = self.optimizer.step;
             let step_start = Instant::now();
             let warm = step < d.warmup_steps;
-            let samples = if warm { vec![] } else { self.step_samples(step - d.warmup_steps)? };
+            let (samples, skipped) = if warm { (vec![], vec![]) } else { self.step_samples(step - d.warmup_steps)? };
             tokens += samples.iter().map(|s| s.prepared.ids.len()).sum::<usize>();
             // Question steps learn from the dense head too only when it weighs something.
             let dense_items = if warm || d.weight > 0.0 { self.dense_items(step) } else { vec![] };
@@ -425,6 +436,7 @@ impl Trainer {
                 },
                 eta_secs: eta_secs(left, timed),
                 eval_loss,
+                skipped,
             });
         }
         self.checkpoint()?;

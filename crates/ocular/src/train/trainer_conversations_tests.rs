@@ -222,6 +222,47 @@ fn a_base_fine_tunes_on_conversations() {
     }
 }
 
+/// An entry that passes the up-front check but cannot be used when drawn (its image's data
+/// is cut short after a good header) is left out of its step and named; a step that keeps no
+/// entry stops the run with the reason.
+#[test]
+fn an_entry_that_fails_when_drawn_is_skipped_and_named() {
+    let (data, out) = (scratch("conv-skip-data"), scratch("conv-skip"));
+    write_data(&data);
+    let bytes = std::fs::read(data.join("1.png")).unwrap();
+    std::fs::write(data.join("cut.png"), &bytes[..bytes.len() / 2]).unwrap();
+    let text = std::fs::read_to_string(data.join("train.json")).unwrap();
+    let entries: Vec<&str> = text.trim_matches(['[', ']']).split(",\n").collect();
+    std::fs::write(
+        data.join("three.json"),
+        format!("[{},\n{}]", entries[..2].join(",\n"), entries[3].replace("3.png", "cut.png")),
+    )
+    .unwrap();
+    let mut c = config(LLAVA, &data, &out, 2);
+    c.conversations.train = Some(data.join("three.json"));
+    c.optim.batch_size = 3;
+    let mut trainer = Trainer::new(c.clone(), false).unwrap();
+    let mut skipped = vec![];
+    trainer.run(&mut |p| skipped.extend(p.skipped.clone())).unwrap();
+    let expected = format!("{}: entry 3 (id \"3\"): ", data.join("three.json").display());
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped.iter().all(|s| s.starts_with(&expected) && s.contains("cut.png")), "{skipped:?}");
+
+    std::fs::write(data.join("cut.json"), format!("[{}]", entries[3].replace("3.png", "cut.png"))).unwrap();
+    c.conversations.train = Some(data.join("cut.json"));
+    let _ = std::fs::remove_dir_all(&out);
+    let err = Trainer::new(c, false).unwrap().run(&mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "no entry of the batch could be used; the first: {}",
+            data.join("cut.json").display()
+        )),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// What a run on conversations cannot do is refused before anything is written.
 #[test]
 fn conversations_that_cannot_train_are_refused_by_name() {

@@ -159,10 +159,7 @@ impl SceneConfig {
 /// when the phrases agree (ignoring a leading "the") and the boxes overlap with IoU >= 0.5 on
 /// the 0-1000 grid, the usual grounding accuracy threshold.
 pub fn answers_match(task: Task, predicted: &str, expected: &str) -> bool {
-    let norm = |s: &str| {
-        let s = s.trim().to_lowercase();
-        s.strip_suffix('.').unwrap_or(&s).trim().to_string()
-    };
+    let norm = normalized_answer;
     if task == Task::Grounding {
         if let (Some((pp, pb)), Some((ep, eb))) = (parse_box_answer(predicted), parse_box_answer(expected)) {
             let phrase = |s: &str| norm(s).trim_start_matches("the ").to_string();
@@ -170,6 +167,12 @@ pub fn answers_match(task: Task, predicted: &str, expected: &str) -> bool {
         }
     }
     norm(predicted) == norm(expected)
+}
+
+/// An answer as exact match compares it: trimmed, lower-cased, without a final full stop.
+pub fn normalized_answer(s: &str) -> String {
+    let s = s.trim().to_lowercase();
+    s.strip_suffix('.').unwrap_or(&s).trim().to_string()
 }
 
 /// Intersection over union of two `[x1, y1, x2, y2]` boxes; 0 when either is empty.
