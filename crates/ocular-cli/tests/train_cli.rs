@@ -159,6 +159,41 @@ fn fine_tunes_a_base_on_the_users_conversations() {
     let o = ocular(&[&args[..], &["--max-new-tokens", "4", "How many objects?"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // `ocular eval --suite conversations` asks every answer turn of the file.
+    let predictions = dir.join("predictions.jsonl");
+    let (data, media) = (dir.join("train.jsonl"), root.join("examples"));
+    let eval = ["eval", "--model", folder.to_str().unwrap(), "--suite", "conversations", "--json", "-q"];
+    let files = ["--data", data.to_str().unwrap(), "--media-folder", media.to_str().unwrap()];
+    let o = ocular(&[&eval[..], &files, &["--predictions", predictions.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let answered: Vec<serde_json::Value> =
+        std::fs::read_to_string(&predictions).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(report["conversations"]["n"], 3, "{report}");
+    let right = answered.iter().filter(|l| l["correct"] == true).count() as f64;
+    assert_eq!(report["conversations"]["accuracy"].as_f64().unwrap(), right / 3.0);
+    let asked: Vec<(&str, i64, &str, &str)> = answered
+        .iter()
+        .map(|l| {
+            (
+                l["entry"].as_str().unwrap(),
+                l["turn"].as_i64().unwrap(),
+                l["question"].as_str().unwrap(),
+                l["expected"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            ("line 1 (id \"a\")", 1, "How many objects?", "4"),
+            ("line 2 (id \"b\")", 1, "Describe", "Shapes."),
+            ("line 2 (id \"b\")", 2, "Anything else?", "No.")
+        ]
+    );
+    let o = ocular(&[&eval[..3], &["--suite", "conversations"]].concat());
+    expect_error(&o, 1, &["--suite conversations needs --data FILE"]);
+
     std::fs::write(
         dir.join("bad.jsonl"),
         format!("{}\n{{\"id\": \"c\", \"image\": \"nowhere.png\", \"conversations\": []}}", lines[0]),

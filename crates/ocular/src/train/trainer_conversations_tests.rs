@@ -183,6 +183,82 @@ fn a_template_without_turn_end_tokens_ends_each_answer_with_eos() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// A SentencePiece tokenizer (Llama's, LLaVA-1.5's) marks a word's leading space on the word:
+/// tokenised alone, an answer " A red square." would begin with a lone "▁" that inference
+/// never produces. The conversation is tokenised whole, so answers are "▁A ▁red ▁square.".
+#[test]
+fn answers_under_a_sentencepiece_tokenizer_have_no_stray_space_tokens() {
+    let (data, out, base) = (scratch("conv-sp-data"), scratch("conv-sp"), scratch("conv-sp-base"));
+    write_data(&data);
+    std::fs::create_dir_all(&base).unwrap();
+    for entry in std::fs::read_dir(root().join(LLAVA)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, base.join(path.file_name().unwrap())).unwrap();
+    }
+    let special = ["<unk>", "<s>", "</s>", "<pad>", "<image>"];
+    let words = [
+        "▁",
+        "▁USER:",
+        "▁ASSISTANT:",
+        "▁What",
+        "▁is",
+        "▁this?",
+        "▁A",
+        "▁red",
+        "▁square.",
+        "▁And",
+        "▁its",
+        "▁size?",
+        "▁blue",
+        "▁one.",
+        "\n",
+        "▁\n",
+        "USER:",
+    ];
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        special.iter().chain(&words).enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
+    let added: Vec<serde_json::Value> = special
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .collect();
+    // Llama-2's "legacy" normaliser: a "▁" before each text piece, every space a "▁".
+    let normalizer = serde_json::json!({"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]});
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": normalizer,
+        "pre_tokenizer": {"type": "Split", "pattern": {"String": "▁"}, "behavior": "MergedWithNext", "invert": false},
+        "decoder": {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+        "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    std::fs::write(base.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let mut c = config(LLAVA, &data, &out, 1);
+    c.base = Some(base.clone());
+    let trainer = Trainer::new(c, false).unwrap();
+    let (model, chat) = (trainer.model.as_ref(), &trainer.chat);
+    let (mut messages, mut media) = two_turns();
+    messages[2] = Message::new("user", vec![Part::Text { text: "And its size?".into() }]);
+    media.images.pop();
+    let s = conversation_sample(model, chat, &messages, &media, usize::MAX).unwrap();
+    let id = |w: &str| special.iter().chain(&words).position(|t| *t == w).unwrap() as u32;
+    let answers: Vec<&[u32]> = s.answers.iter().map(|a| &s.targets[a.clone()]).collect();
+    assert_eq!(answers[0], [id("▁A"), id("▁red"), id("▁square."), 2]);
+    assert_eq!(answers[1], [id("▁A"), id("▁blue"), id("▁one."), 2]);
+    // Alone, the answer would start with a lone space token.
+    assert_eq!(model.tokenizer().encode(" A red square.", false).unwrap()[0], id("▁"));
+    let tail = &s.prepared.ids[s.prepared.ids.len() - 12..];
+    // (The lone "▁" after "</s>" is the legacy normaliser's, as inference tokenises it too.)
+    let expected =
+        ["▁square.", "</s>", "▁", "▁USER:", "▁And", "▁its", "▁size?", "▁ASSISTANT:", "▁A", "▁blue", "▁one.", "</s>"];
+    assert_eq!(tail, expected.map(id), "{:?}", model.tokenizer().decode(tail, false));
+    for dir in [&out, &data, &base] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A LLaVA base learns the colours from the conversations: the held-out loss falls, a run
 /// interrupted and resumed ends as one run straight through, and the folder computes what
 /// training computed.
