@@ -78,8 +78,8 @@ impl ConversationsConfig {
                 "{setting} learns from the scenes' labels, which conversations.train ({train}) does not have: leave it out"
             ));
         }
-        if self.max_tokens == 0 || self.video_frames == 0 {
-            return Err("conversations.max_tokens and conversations.video_frames must be at least 1".into());
+        if self.max_tokens == 0 || self.video_frames == 0 || self.max_pixels == Some(0) {
+            return Err("conversations.max_tokens, video_frames and max_pixels must be at least 1".into());
         }
         Ok(())
     }

@@ -122,3 +122,28 @@ fn each_epoch_draws_every_entry_once_in_its_own_order() {
     assert_ne!(ids(1, 0, 10), ids(2, 0, 10), "the seed does not change the order");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn settings_that_cannot_work_are_named() {
+    let settings = |f: &dyn Fn(&mut ConversationsConfig)| {
+        let mut c = ConversationsConfig { train: Some("t.json".into()), ..Default::default() };
+        f(&mut c);
+        c
+    };
+    assert_eq!(settings(&|_| {}).validate(true, None), Ok(()));
+    for (c, base, heads, expected) in [
+        (settings(&|_| {}), false, None, "conversations.train (t.json) fine-tunes a model: set base"),
+        (settings(&|_| {}), true, Some("dense.warmup_steps"), "dense.warmup_steps learns from the scenes' labels"),
+        (settings(&|c| c.max_pixels = Some(0)), true, None, "must be at least 1"),
+        (settings(&|c| c.video_frames = 0), true, None, "must be at least 1"),
+        (
+            settings(&|c| (c.train, c.eval) = (None, Some("e.json".into()))),
+            true,
+            None,
+            "conversations.eval (e.json) is set without conversations.train",
+        ),
+    ] {
+        let message = c.validate(base, heads).unwrap_err();
+        assert!(message.contains(expected), "{message}");
+    }
+}

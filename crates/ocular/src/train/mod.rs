@@ -15,6 +15,7 @@ pub mod optim;
 pub mod parallel;
 pub mod pointer;
 pub mod position;
+mod progress;
 mod question_aux;
 pub mod scenes;
 pub mod tokenizer;
