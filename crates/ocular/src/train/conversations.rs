@@ -324,6 +324,13 @@ fn parts(text: &str) -> Vec<Part> {
 fn place_media(messages: &mut [Message], images: usize, videos: usize) -> std::result::Result<(), String> {
     let count = |wanted: &Part| messages.iter().flat_map(|m| &m.content).filter(|p| *p == wanted).count();
     let (image_tags, video_tags) = (count(&Part::Image), count(&Part::Video));
+    // LLaVA-Video's data marks its videos with <image>.
+    if images == 0 && video_tags == 0 && image_tags == videos {
+        for part in messages.iter_mut().flat_map(|m| &mut m.content).filter(|p| **p == Part::Image) {
+            *part = Part::Video;
+        }
+        return Ok(());
+    }
     if image_tags + video_tags == 0 {
         let first = messages.iter_mut().find(|m| m.role == "user").expect("a conversation has a human turn");
         let media = std::iter::repeat_n(Part::Image, images).chain(std::iter::repeat_n(Part::Video, videos));

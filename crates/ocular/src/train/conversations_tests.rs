@@ -28,12 +28,14 @@ fn llava_entries_become_messages_with_their_media_in_place() {
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Compare <image> with <image>."}, {"role": "assistant", "content": "Same."}]},
           {"image": "images/b.png", "conversations": [
-            {"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "A red square."}]}
+            {"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "A red square."}]},
+          {"video": "images", "conversations": [
+            {"from": "human", "value": "<image>\nWhere does it go?"}, {"from": "gpt", "value": "Up."}]}
         ]"#,
     );
     let c = Conversations::open(&dir.join("data.json"), None).unwrap();
-    assert_eq!(c.entries.len(), 3);
-    let [one, two, three] = &c.entries[..] else { unreachable!() };
+    assert_eq!(c.entries.len(), 4);
+    let [one, two, three, four] = &c.entries[..] else { unreachable!() };
     assert_eq!(one.name, "entry 1 (id \"one\")");
     assert_eq!(one.images, vec![dir.join("images/a.png")]);
     assert_eq!(
@@ -51,6 +53,8 @@ fn llava_entries_become_messages_with_their_media_in_place() {
     // Without tags, the media open the first human turn.
     assert_eq!(three.name, "entry 3");
     assert_eq!(three.messages[0].content, vec![Part::Image, text("Describe it.")]);
+    // LLaVA-Video's entries mark a video with <image>.
+    assert_eq!((four.videos.len(), &four.messages[0].content), (1, &vec![Part::Video, text("Where does it go?")]));
 
     // JSON Lines name entries by line, and a media folder replaces the file's own.
     std::fs::write(
@@ -146,4 +150,18 @@ fn settings_that_cannot_work_are_named() {
         let message = c.validate(base, heads).unwrap_err();
         assert!(message.contains(expected), "{message}");
     }
+}
+
+/// The README's example data and config stay valid.
+#[test]
+fn the_example_conversations_and_config_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let c = Conversations::open(&root.join("examples/conversations.jsonl"), None).unwrap();
+    assert_eq!(c.entries.len(), 5);
+    assert_eq!(c.entries.iter().map(|e| e.messages.len() / 2).sum::<usize>(), 6, "answers");
+    assert_eq!(c.entries[4].videos, vec![root.join("examples/moving")]);
+    let config =
+        super::super::config::TrainConfig::from_file(&root.join("configs/conversations-example.toml")).unwrap();
+    assert_eq!(config.conversations.train, Some(PathBuf::from("examples/conversations.jsonl")));
+    assert_eq!(config.base, Some(PathBuf::from("models/builtin")));
 }
