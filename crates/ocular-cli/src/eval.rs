@@ -156,6 +156,7 @@ pub fn main(args: Args) -> Result<()> {
             let settings = ConversationsConfig {
                 train: Some(data),
                 media_folder: args.media_folder.clone(),
+                max_image_pixels: args.model.max_image_pixels,
                 ..Default::default()
             };
             Dataset::open(&settings)?

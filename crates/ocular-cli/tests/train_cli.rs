@@ -193,6 +193,9 @@ fn fine_tunes_a_base_on_the_users_conversations() {
     );
     let o = ocular(&[&eval[..3], &["--suite", "conversations"]].concat());
     expect_error(&o, 1, &["--suite conversations needs --data FILE"]);
+    // The file's images are held to --max-image-pixels, like any other command's.
+    let o = ocular(&[&eval[..], &files, &["--max-image-pixels", "100"]].concat());
+    expect_error(&o, 1, &[&format!("{}: line 1 (id \"a\"): image: ", data.display()), "over the limit of 100"]);
 
     std::fs::write(
         dir.join("bad.jsonl"),

@@ -76,7 +76,8 @@ pub enum ImageError {
 
     #[error(
         "{name}: image is {width}x{height} = {pixels} pixels, over the limit of {limit} \
-         (raise it with --max-image-pixels)"
+         (raise it with --max-image-pixels, or max_image_pixels in a training config's \
+         [conversations])"
     )]
     TooManyPixels { name: String, width: u32, height: u32, pixels: u64, limit: u64 },
 

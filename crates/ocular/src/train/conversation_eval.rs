@@ -113,7 +113,7 @@ fn text_of(message: &Message) -> String {
         .content
         .iter()
         .filter_map(|p| match p {
-            Part::Text { text } => Some(text.as_str()),
+            Part::Text { text } => Some(text.trim()),
             _ => None,
         })
         .collect();

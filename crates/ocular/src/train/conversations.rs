@@ -47,11 +47,22 @@ pub struct ConversationsConfig {
     /// Pixels per image at most, for the families that take any resolution (Qwen2-VL); their
     /// processor's own limit otherwise.
     pub max_pixels: Option<u64>,
+    /// The largest image file accepted, in pixels (checked from its header, before decoding):
+    /// `--max-image-pixels` of the other commands.
+    pub max_image_pixels: u64,
 }
 
 impl Default for ConversationsConfig {
     fn default() -> Self {
-        Self { train: None, eval: None, media_folder: None, max_tokens: 4096, video_frames: 8, max_pixels: None }
+        Self {
+            train: None,
+            eval: None,
+            media_folder: None,
+            max_tokens: 4096,
+            video_frames: 8,
+            max_pixels: None,
+            max_image_pixels: ImageLimits::default().max_pixels,
+        }
     }
 }
 
@@ -78,10 +89,16 @@ impl ConversationsConfig {
                 "{setting} learns from the scenes' labels, which conversations.train ({train}) does not have: leave it out"
             ));
         }
-        if self.max_tokens == 0 || self.video_frames == 0 || self.max_pixels == Some(0) {
-            return Err("conversations.max_tokens, video_frames and max_pixels must be at least 1".into());
+        if self.max_tokens == 0 || self.video_frames == 0 || self.max_pixels == Some(0) || self.max_image_pixels == 0 {
+            return Err(
+                "conversations.max_tokens, video_frames, max_pixels and max_image_pixels must be at least 1".into()
+            );
         }
         Ok(())
+    }
+
+    pub fn image_limits(&self) -> ImageLimits {
+        ImageLimits { max_pixels: self.max_image_pixels }
     }
 }
 
@@ -105,8 +122,8 @@ pub struct Conversations {
 
 impl Conversations {
     /// Reads and checks every entry of `path`; media paths are relative to `media_folder`, or
-    /// to the file's own folder.
-    pub fn open(path: &Path, media_folder: Option<&Path>) -> Result<Self> {
+    /// to the file's own folder. Images over `limits` are refused here.
+    pub fn open(path: &Path, media_folder: Option<&Path>, limits: &ImageLimits) -> Result<Self> {
         let fail = |message: String| Error::model_file(path, message);
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
         // Editors on Windows may save UTF-8 with a byte-order mark.
@@ -131,7 +148,7 @@ impl Conversations {
         }
         let entries = values
             .into_iter()
-            .map(|(at, value)| entry(&at, &value, &folder).map_err(&fail))
+            .map(|(at, value)| entry(&at, &value, &folder, limits).map_err(&fail))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { path: path.to_path_buf(), entries })
     }
@@ -168,8 +185,9 @@ impl Dataset {
     pub fn open(settings: &ConversationsConfig) -> Result<Option<Self>> {
         let Some(train) = &settings.train else { return Ok(None) };
         let folder = settings.media_folder.as_deref();
-        let train = Conversations::open(train, folder)?;
-        let eval = settings.eval.as_deref().map(|p| Conversations::open(p, folder)).transpose()?;
+        let limits = settings.image_limits();
+        let train = Conversations::open(train, folder, &limits)?;
+        let eval = settings.eval.as_deref().map(|p| Conversations::open(p, folder, &limits)).transpose()?;
         Ok(Some(Self { settings: settings.clone(), train, eval }))
     }
 
@@ -186,7 +204,7 @@ impl Dataset {
 
     /// An entry's images and videos, decoded.
     pub fn media(&self, entry: &Entry) -> Result<Media> {
-        let limits = ImageLimits::default();
+        let limits = self.settings.image_limits();
         let sampling = FrameSampling { max_frames: Some(self.settings.video_frames), ..Default::default() };
         Ok(Media {
             images: entry.images.iter().map(|p| load_image(p, &limits)).collect::<Result<_, _>>()?,
@@ -197,7 +215,7 @@ impl Dataset {
     }
 }
 
-fn entry(at: &str, value: &Value, folder: &Path) -> std::result::Result<Entry, String> {
+fn entry(at: &str, value: &Value, folder: &Path, limits: &ImageLimits) -> std::result::Result<Entry, String> {
     let object = value.as_object().ok_or_else(|| format!("{at}: expected a JSON object, found {}", kind(value)))?;
     let name = match object.get("id") {
         Some(Value::String(id)) => format!("{at} (id {id:?})"),
@@ -206,9 +224,8 @@ fn entry(at: &str, value: &Value, folder: &Path) -> std::result::Result<Entry, S
     };
     let images = paths(object, "image", &name, folder)?;
     let videos = paths(object, "video", &name, folder)?;
-    let limits = ImageLimits::default();
     for path in &images {
-        probe_image(path, &limits).map_err(|e| format!("{name}: image: {e}"))?;
+        probe_image(path, limits).map_err(|e| format!("{name}: image: {e}"))?;
     }
     if let Some(missing) = videos.iter().find(|p| !p.exists()) {
         return Err(format!("{name}: video {}: no such file or folder", missing.display()));
@@ -294,10 +311,11 @@ fn role_and_text(turn: &Value) -> std::result::Result<(&'static str, &str), Stri
     Ok((role, text))
 }
 
-/// A human turn's content: its text split at `<image>` and `<video>` tags, each text part
-/// trimmed as a prompt typed after its media would be.
+/// A human turn's content: its text split at `<image>` and `<video>` tags. The turn's text is
+/// trimmed where it begins and ends (media before or after it included: "<image>\nWhat is
+/// it?" reads as a prompt typed after its image would); text between tags keeps its spaces.
 fn parts(text: &str) -> Vec<Part> {
-    let mut parts = vec![];
+    let mut pieces: Vec<Part> = vec![];
     let mut rest = text;
     loop {
         let next = [("<image>", Part::Image), ("<video>", Part::Video)]
@@ -309,14 +327,23 @@ fn parts(text: &str) -> Vec<Part> {
             None => (rest, ""),
         };
         if !before.trim().is_empty() {
-            parts.push(Part::Text { text: before.trim().to_string() });
+            pieces.push(Part::Text { text: before.to_string() });
         }
         match next {
-            Some((.., part)) => parts.push(part),
-            None => return parts,
+            Some((.., part)) => pieces.push(part),
+            None => break,
         }
         rest = after;
     }
+    let is_text = |p: &Part| matches!(p, Part::Text { .. });
+    let (first, last) = (pieces.iter().position(is_text), pieces.iter().rposition(is_text));
+    if let Some(Part::Text { text }) = first.map(|i| &mut pieces[i]) {
+        *text = text.trim_start().to_string();
+    }
+    if let Some(Part::Text { text }) = last.map(|i| &mut pieces[i]) {
+        *text = text.trim_end().to_string();
+    }
+    pieces
 }
 
 /// Checks the tags against the entry's media; with no tags at all, puts the media at the start

@@ -33,7 +33,7 @@ fn llava_entries_become_messages_with_their_media_in_place() {
             {"from": "human", "value": "<image>\nWhere does it go?"}, {"from": "gpt", "value": "Up."}]}
         ]"#,
     );
-    let c = Conversations::open(&dir.join("data.json"), None).unwrap();
+    let c = Conversations::open(&dir.join("data.json"), None, &ImageLimits::default()).unwrap();
     assert_eq!(c.entries.len(), 4);
     let [one, two, three, four] = &c.entries[..] else { unreachable!() };
     assert_eq!(one.name, "entry 1 (id \"one\")");
@@ -49,7 +49,7 @@ fn llava_entries_become_messages_with_their_media_in_place() {
     );
     assert_eq!(two.name, "entry 2 (id 2)");
     assert_eq!(two.messages[0], Message::system("Be brief."));
-    assert_eq!(two.messages[1].content, vec![text("Compare"), Part::Image, text("with"), Part::Image, text(".")]);
+    assert_eq!(two.messages[1].content, vec![text("Compare "), Part::Image, text(" with "), Part::Image, text(".")]);
     // Without tags, the media open the first human turn.
     assert_eq!(three.name, "entry 3");
     assert_eq!(three.messages[0].content, vec![Part::Image, text("Describe it.")]);
@@ -62,11 +62,18 @@ fn llava_entries_become_messages_with_their_media_in_place() {
         "{\"image\": \"a.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"Hi\"}, {\"from\": \"gpt\", \"value\": \"Yes\"}]}\n\n[1]\n",
     )
     .unwrap();
-    let err = Conversations::open(&dir.join("data.jsonl"), Some(&dir.join("images"))).unwrap_err().to_string();
+    let err = Conversations::open(&dir.join("data.jsonl"), Some(&dir.join("images")), &ImageLimits::default())
+        .unwrap_err()
+        .to_string();
     assert_eq!(err, format!("{}: line 3: expected a JSON object, found a list", dir.join("data.jsonl").display()));
     std::fs::write(dir.join("data.jsonl"), "{\"image\": \"a.png\", \"conversations\": [{\"from\": \"human\", \"value\": \"Hi\"}, {\"from\": \"gpt\", \"value\": \"Yes\"}]}\n").unwrap();
-    let c = Conversations::open(&dir.join("data.jsonl"), Some(&dir.join("images"))).unwrap();
+    let c = Conversations::open(&dir.join("data.jsonl"), Some(&dir.join("images")), &ImageLimits::default()).unwrap();
     assert_eq!((c.entries[0].name.as_str(), &c.entries[0].images), ("line 1", &vec![dir.join("images/a.png")]));
+    // An image over the run's pixel limit (8 x 6 here) is refused when the file opens.
+    let tight = ImageLimits { max_pixels: 40 };
+    let err = Conversations::open(&dir.join("data.jsonl"), Some(&dir.join("images")), &tight).unwrap_err().to_string();
+    assert!(err.contains("line 1: image: ") && err.contains("= 48 pixels, over the limit of 40"), "{err}");
+    assert!(err.contains("max_image_pixels in a training config's [conversations]"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -98,7 +105,7 @@ fn a_bad_entry_is_named_with_its_field() {
     for (i, (content, expected)) in cases.iter().enumerate() {
         let dir = folder(&format!("bad{i}"), content);
         let path = dir.join("data.json");
-        let err = Conversations::open(&path, None).unwrap_err().to_string();
+        let err = Conversations::open(&path, None, &ImageLimits::default()).unwrap_err().to_string();
         assert!(err.starts_with(&format!("{}: ", path.display())), "case {i}: {err}");
         assert!(err.contains(expected), "case {i}: expected {expected:?} in {err:?}");
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -111,7 +118,7 @@ fn each_epoch_draws_every_entry_once_in_its_own_order() {
     let turns = r#"[{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]"#;
     let entries: Vec<String> = (0..10).map(|i| format!("{{\"id\": {i}, \"conversations\": {turns}}}")).collect();
     let dir = folder("draw", &format!("[{}]", entries.join(",")));
-    let c = Conversations::open(&dir.join("data.json"), None).unwrap();
+    let c = Conversations::open(&dir.join("data.json"), None, &ImageLimits::default()).unwrap();
     let ids = |seed, step, n| c.draw(seed, step, n).iter().map(|e| e.name.clone()).collect::<Vec<_>>();
     // Steps of 4 over 10 entries: steps 0-4 are two epochs.
     let all: Vec<String> = (0..5).flat_map(|step| ids(1, step, 4)).collect();
@@ -140,6 +147,7 @@ fn settings_that_cannot_work_are_named() {
         (settings(&|_| {}), true, Some("dense.warmup_steps"), "dense.warmup_steps learns from the scenes' labels"),
         (settings(&|c| c.max_pixels = Some(0)), true, None, "must be at least 1"),
         (settings(&|c| c.video_frames = 0), true, None, "must be at least 1"),
+        (settings(&|c| c.max_image_pixels = 0), true, None, "must be at least 1"),
         (
             settings(&|c| (c.train, c.eval) = (None, Some("e.json".into()))),
             true,
@@ -156,7 +164,7 @@ fn settings_that_cannot_work_are_named() {
 #[test]
 fn the_example_conversations_and_config_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let c = Conversations::open(&root.join("examples/conversations.jsonl"), None).unwrap();
+    let c = Conversations::open(&root.join("examples/conversations.jsonl"), None, &ImageLimits::default()).unwrap();
     assert_eq!(c.entries.len(), 5);
     assert_eq!(c.entries.iter().map(|e| e.messages.len() / 2).sum::<usize>(), 6, "answers");
     assert_eq!(c.entries[4].videos, vec![root.join("examples/moving")]);
