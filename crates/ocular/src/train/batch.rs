@@ -153,15 +153,18 @@ fn pack(model: &dyn TrainModel, singles: Vec<Single>, examples: &[Example]) -> R
 /// An example's [`Pointer`], as rows of the packed sequence (`packed` maps the single's own
 /// indices there): for a box answer, the rows from its `<|box_start|>` up to its `<|box_end|>`;
 /// for another one-image answer about objects, every row of the answer; with the image tokens
-/// its focus boxes cover; and each focus box with the tokens it covers. `None` for examples
-/// about no object.
+/// its focus boxes cover; and each focus box with the tokens it covers. An answer about objects
+/// the scene lacks ([`Example::about_absent`]) points at the image's `<|vision_start|>` token
+/// instead. `None` for examples about no object.
 fn pointer(
     model: &Qwen2Vl,
     s: &Single,
     example: &Example,
     packed: impl Fn(usize) -> usize,
 ) -> Result<Option<(Pointer, Vec<ObjectBox>)>> {
-    let (Some(image), false) = (example.images.first(), example.focus.is_empty() || example.images.len() > 1) else {
+    let absent = example.about_absent();
+    let no_focus = example.focus.is_empty() && !absent;
+    let (Some(image), false) = (example.images.first(), no_focus || example.images.len() > 1) else {
         return Ok(None);
     };
     let own = &s.prepared.ids;
@@ -188,6 +191,16 @@ fn pointer(
             grid[1]
         )));
     }
+    let queries = rows.map(|i| packed(i) as u32).collect();
+    if absent {
+        let start = tokens[0].checked_sub(1).filter(|&i| Some(own[i]) == tokenizer.token_id("<|vision_start|>"));
+        let start =
+            start.ok_or_else(|| Error::Invalid("pointer labels: no <|vision_start|> before the image".into()))?;
+        return Ok(Some((
+            Pointer { queries, keys: vec![packed(start) as u32], grounding: false, absent: true },
+            vec![],
+        )));
+    }
     let size = [image.width(), image.height()];
     let boxes: Vec<ObjectBox> = example
         .focus
@@ -200,8 +213,7 @@ fn pointer(
     let mut keys: Vec<u32> = boxes.iter().flat_map(|b| b.keys.iter().copied()).collect();
     keys.sort_unstable();
     keys.dedup();
-    let queries = rows.map(|i| packed(i) as u32).collect();
-    Ok(Some((Pointer { queries, keys, grounding }, boxes)))
+    Ok(Some((Pointer { queries, keys, grounding, absent: false }, boxes)))
 }
 
 /// Causal within the prefix and within each branch; a branch also sees the whole prefix.

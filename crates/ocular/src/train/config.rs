@@ -159,6 +159,9 @@ pub struct Optim {
     /// With a `pointer_layer`, also every one-image answer about objects (attributes, counts,
     /// relations), at every answer row, learns to look at them.
     pub pointer_objects: bool,
+    /// With `pointer_objects`, also every answer about objects the scene lacks (yes/no "no", a
+    /// count of 0) learns to look at the image's `<|vision_start|>` token.
+    pub pointer_absent: bool,
     /// With `k` > 0, a throwaway head on the language model's stream after its first `k`
     /// layers learns, at every image token an answer's object covers, the first two digits of
     /// each edge of that object's 0-1000 box (see `train::object_box`), weighted `box_weight`
@@ -244,6 +247,7 @@ impl Default for Optim {
             pointer_head: 0,
             pointer_weight: 1.0,
             pointer_objects: false,
+            pointer_absent: false,
             box_layer: 0,
             box_weight: 1.0,
         }
@@ -387,6 +391,9 @@ impl TrainConfig {
                 "dense.weight {} does nothing with optim.vision_lr_scale 0 (the vision tower is frozen on question steps): set one of them",
                 d.weight
             ));
+        }
+        if (o.pointer_objects || o.pointer_absent) && o.pointer_layer == 0 || o.pointer_absent && !o.pointer_objects {
+            return Err("optim.pointer_absent needs optim.pointer_objects, and both need optim.pointer_layer".into());
         }
         self.conversations.validate(self.base.is_some(), self.first_head_setting())?;
         if m.vision_patch_size < 2 {

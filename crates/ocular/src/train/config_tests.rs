@@ -51,6 +51,16 @@ fn a_negative_vision_lr_scale_is_refused_by_name() {
 }
 
 #[test]
+fn pointer_settings_without_the_pointer_they_refine_are_refused() {
+    let config = |text: &str| toml::from_str::<TrainConfig>(text).unwrap().validate();
+    assert!(config("[optim]\npointer_layer = 1\npointer_objects = true\npointer_absent = true").is_ok());
+    for text in ["[optim]\npointer_objects = true", "[optim]\npointer_layer = 1\npointer_absent = true"] {
+        let e = config(text).unwrap_err();
+        assert!(e.contains("optim.pointer_absent needs optim.pointer_objects"), "{text}: {e}");
+    }
+}
+
+#[test]
 fn dense_labels_follow_the_config_and_two_at_once_are_refused_by_name() {
     let mut config = TrainConfig::default();
     assert_eq!(config.dense.labels(), DenseLabels::Centre);

@@ -7,8 +7,12 @@
 //! put its attention on the image tokens the true box covers: the loss is minus the log of
 //! the attention that falls there. With `pointer_objects`, every row of the other one-image
 //! answers about objects learns the same about the objects they are read from (the object
-//! asked about, those counted, a relation's anchor and answer: `Example::focus`). It trains
-//! the model's own weights, so it adds nothing to the saved folder.
+//! asked about, those counted, a relation's anchor and answer: `Example::focus`). With
+//! `pointer_absent` too, an answer about objects the scene lacks ("is there a red circle?"
+//! "no"; "how many stars?" "0") learns to look at the image's `<|vision_start|>` token: a fixed
+//! place that means "nothing matches", where otherwise the head would settle on near misses
+//! (a red square) that look much like a "yes". It trains the model's own weights, so it adds
+//! nothing to the saved folder.
 
 use candle_core::Tensor;
 
@@ -45,6 +49,8 @@ pub struct Pointer {
     pub keys: Vec<u32>,
     /// A box answer's (the rows predicting its box), else an answer about objects (all its rows).
     pub grounding: bool,
+    /// An answer about objects the scene lacks: its key is the image's start token.
+    pub absent: bool,
 }
 
 /// The cells of a `grid` (`[rows, cols]` merged tokens, raster order) covering `bbox`
@@ -66,6 +72,12 @@ pub fn covered_cells(bbox: [f32; 4], size: [u32; 2], grid: [usize; 2]) -> Vec<us
     }
     let cell = |v: f32, n: usize| ((v * n as f32) as usize).min(n - 1);
     vec![cell((y1 + y2) / 2.0, rows) * cols + cell((x1 + x2) / 2.0, cols)]
+}
+
+/// The pointers `o` asks to supervise: boxes always; answers about objects with
+/// `pointer_objects`; those about missing objects with `pointer_absent` too.
+pub fn supervised<'a>(pointers: &'a [Pointer], o: &Optim) -> Vec<&'a Pointer> {
+    pointers.iter().filter(|p| p.grounding || (o.pointer_objects && (!p.absent || o.pointer_absent))).collect()
 }
 
 /// Minus the log of the attention that head `head` of `weights` (heads, queries, seq; the
@@ -109,14 +121,27 @@ mod tests {
     }
 
     #[test]
+    fn which_pointers_are_supervised_follows_the_config() {
+        let pointer = |grounding, absent| Pointer { queries: vec![], keys: vec![], grounding, absent };
+        let all = [pointer(true, false), pointer(false, false), pointer(false, true)];
+        let kinds = |objects, absent| {
+            let o = Optim { pointer_objects: objects, pointer_absent: absent, ..Default::default() };
+            supervised(&all, &o).iter().map(|p| (p.grounding, p.absent)).collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(false, false), [(true, false)]);
+        assert_eq!(kinds(true, false), [(true, false), (false, false)]);
+        assert_eq!(kinds(true, true), [(true, false), (false, false), (false, true)]);
+    }
+
+    #[test]
     fn the_loss_is_minus_the_log_of_the_attention_on_the_box() {
         // 2 heads, 2 queries, 3 keys.
         let w =
             Tensor::new(&[[[0.5f32, 0.25, 0.25], [0.1, 0.1, 0.8]], [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]], &Device::Cpu)
                 .unwrap();
         let pointers = [
-            Pointer { queries: vec![7], keys: vec![1, 2], grounding: true },
-            Pointer { queries: vec![9], keys: vec![0], grounding: false },
+            Pointer { queries: vec![7], keys: vec![1, 2], grounding: true, absent: false },
+            Pointer { queries: vec![9], keys: vec![0], grounding: false, absent: true },
         ];
         let pointers: Vec<&Pointer> = pointers.iter().collect();
         let p = part(&w, &pointers, 0).unwrap().unwrap();

@@ -11,7 +11,7 @@ use super::config::TrainConfig;
 use super::heads::Heads;
 use super::object_box::BoxHead;
 use super::parallel::Part;
-use super::pointer::{self, Pointer};
+use super::pointer;
 use super::position::PositionHead;
 use crate::error::Result;
 use crate::models::qwen2_vl::Qwen2Vl;
@@ -83,7 +83,7 @@ impl<'a> QuestionAux<'a> {
             (Some(head), Some(stream)) => head.part(&stream, &s.boxes)?,
             _ => None,
         };
-        let pointers: Vec<&Pointer> = s.pointers.iter().filter(|p| p.grounding || o.pointer_objects).collect();
+        let pointers = pointer::supervised(&s.pointers, o);
         let pointer = match (self.pointer_layer, self.pointer_layer.and_then(|_| tapped.next())) {
             (Some(layer), Some(entering)) if !pointers.is_empty() => {
                 let queries: Vec<u32> = pointers.iter().flat_map(|p| p.queries.iter().copied()).collect();

@@ -281,13 +281,20 @@ fn the_pointer_loss_teaches_a_head_to_look_at_the_boxed_object() {
     // With the position head at the same layer too: both read their own tap.
     objects.optim.position_layer = 1;
     let mut trainer = Trainer::new(objects.clone(), false).unwrap();
-    let samples = trainer.samples(&mut generator(&objects, 0), 2).unwrap();
+    let samples = trainer.samples(&mut generator(&objects, 0), 8).unwrap();
     let pointers: Vec<&Pointer> = samples.iter().flat_map(|s| &s.pointers).collect();
     assert!(pointers.len() >= 2 && pointers.iter().all(|p| !p.grounding), "{pointers:?}");
+    let start = trainer.model.tokenizer().token_id("<|vision_start|>").unwrap();
+    assert!(pointers.iter().any(|p| p.absent), "no answer about a missing object drawn: {pointers:?}");
     for s in &samples {
         for p in &s.pointers {
             assert!(s.answers.iter().any(|a| s.rows[a.clone()] == p.queries[..]), "{p:?}");
-            assert!(p.keys.iter().all(|&k| s.prepared.ids[k as usize] == image), "{p:?}");
+            // An answer about what the scene lacks points at the image's start token.
+            let keys = if p.absent { start } else { image };
+            assert!(!p.keys.is_empty() && p.keys.iter().all(|&k| s.prepared.ids[k as usize] == keys), "{p:?}");
+            if p.absent {
+                assert_eq!((p.keys.len(), s.prepared.ids[p.keys[0] as usize + 1]), (1, image), "{p:?}");
+            }
         }
     }
     let mut reported = vec![];

@@ -96,6 +96,15 @@ pub struct Example {
     pub focus: Vec<[f32; 4]>,
 }
 
+impl Example {
+    /// An answer about objects the scene lacks: "no" to "is there a red circle?", "0" to "how
+    /// many stars?". Its focus is empty because nothing matches, not because it is about no
+    /// object (as a caption's is).
+    pub fn about_absent(&self) -> bool {
+        matches!(self.kind, Task::Attribute | Task::Count) && self.images.len() == 1 && self.focus.is_empty()
+    }
+}
+
 /// Knobs of the scene distribution. Missing fields take the defaults when deserialized.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -210,6 +210,9 @@ fn every_task_is_well_formed_and_answers_are_right() {
                 Task::Video => check_video(&b),
             }
             check_focus(&b);
+            // What the pointer reads as "nothing matches": exactly the "no" and "0" answers.
+            let about_missing = matches!((task, b.answer.as_str()), (Task::Attribute, "no") | (Task::Count, "0"));
+            assert_eq!(b.clone().render().about_absent(), about_missing, "{:?} {:?}", b.question, b.answer);
             answers.insert(b.answer.clone());
         }
         // Answers are spread, not stuck on one value.
