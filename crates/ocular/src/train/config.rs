@@ -392,8 +392,14 @@ impl TrainConfig {
                 d.weight
             ));
         }
-        if (o.pointer_objects || o.pointer_absent) && o.pointer_layer == 0 || o.pointer_absent && !o.pointer_objects {
-            return Err("optim.pointer_absent needs optim.pointer_objects, and both need optim.pointer_layer".into());
+        // Each refines the pointer loss before it, and alone would silently do nothing.
+        for (name, set, needs, has) in [
+            ("pointer_objects", o.pointer_objects, "pointer_layer", o.pointer_layer > 0),
+            ("pointer_absent", o.pointer_absent, "pointer_objects", o.pointer_objects),
+        ] {
+            if set && !has {
+                return Err(format!("optim.{name} needs optim.{needs}, which it extends"));
+            }
         }
         self.conversations.validate(self.base.is_some(), self.first_head_setting())?;
         if m.vision_patch_size < 2 {
