@@ -10,9 +10,9 @@
 //! asked about, those counted, a relation's anchor and answer: `Example::focus`). With
 //! `pointer_absent` too, an answer about objects the scene lacks ("is there a red circle?"
 //! "no"; "how many stars?" "0") learns to look at the image's `<|vision_start|>` token: a fixed
-//! place that means "nothing matches", where otherwise the head would settle on near misses
-//! (a red square) that look much like a "yes". It trains the model's own weights, so it adds
-//! nothing to the saved folder.
+//! place that means "nothing matches" (measured on the built-in model's run: no task moved
+//! beyond noise, configs/experiments/pointer-absent.toml). It trains the model's own weights,
+//! so it adds nothing to the saved folder.
 
 use candle_core::Tensor;
 
