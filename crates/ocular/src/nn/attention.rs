@@ -13,8 +13,17 @@ pub fn scaled_dot_product_attention(
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     let dtype = q.dtype();
+    let q = q.contiguous()?;
+    let training = q.track_op() || k.track_op() || v.track_op();
+    let flat_mask = mask.is_none_or(|m| m.rank() == 2);
+    if training && super::fused::usable(&q) && flat_mask {
+        // One pass forward and back over the scores, the largest tensor of a training step.
+        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let probs = super::fused::softmax(&scores, scale as f32, mask)?;
+        return probs.matmul(&v.contiguous()?);
+    }
     // (batch, heads, q_len, kv_len)
-    let mut scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
+    let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
     if let Some(mask) = mask {
         scores = scores.broadcast_add(mask)?;
     }

@@ -3,6 +3,7 @@
 
 mod activation;
 mod attention;
+mod fused;
 mod norm;
 
 pub use activation::Activation;

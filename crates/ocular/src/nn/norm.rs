@@ -1,5 +1,6 @@
 //! LayerNorm and RMSNorm. Inference takes candle's fused kernels; when the input tracks
-//! gradients (training) the composed formula, which has a backward pass, gives the same values.
+//! gradients (training), our fused kernel with its backward pass on the CPU in f32
+//! (`nn::fused`), else the composed formula; all three give the same values.
 //! Qwen2-VL's vision blocks use LayerNorm, Qwen2.5-VL's RMSNorm, under the same weight names.
 
 use candle_core::{DType, Module, Result, Tensor, D};
@@ -34,6 +35,9 @@ impl Module for Norm {
                 Some(b) => candle_nn::ops::layer_norm(xs, &self.weight, b, eps),
                 None => candle_nn::ops::rms_norm(xs, &self.weight, eps),
             };
+        }
+        if super::fused::usable(xs) {
+            return super::fused::norm(xs, &self.weight, self.bias.as_ref(), eps);
         }
         let dtype = xs.dtype();
         let x = xs.to_dtype(DType::F32)?;
