@@ -3,7 +3,7 @@
 
 mod activation;
 mod attention;
-mod fused;
+pub(crate) mod fused;
 mod norm;
 
 pub use activation::Activation;

@@ -145,8 +145,12 @@ fn llama3_scaling(inv_freq: &mut [f32], p: &RopeParameters, factor: f32) -> std:
 /// Rotate `x` (batch, heads, seq, head_dim) by cos/sin (seq, head_dim / 2), halves convention
 /// (`rotate_half`), as Llama, CLIP-free text models and Qwen2 use.
 pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    // The fused kernel has no backward pass; training takes the composed formula.
+    // Candle's fused kernel has no backward pass; training takes ours on the CPU in f32 (cos
+    // and sin constant, as positions always are), else the composed formula.
     if x.track_op() {
+        if crate::nn::fused::usable(x) && !cos.track_op() && !sin.track_op() {
+            return crate::nn::fused::rope(x, cos, sin);
+        }
         return candle_nn::rotary_emb::rope_slow(x, cos, sin);
     }
     candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
