@@ -21,6 +21,14 @@ pub enum Activation {
 
 impl Activation {
     pub fn apply(self, xs: &Tensor) -> Result<Tensor> {
+        // Training on the CPU takes the fused kernel with its backward pass (same values).
+        if xs.track_op() && super::fused::usable(xs) {
+            match self {
+                Self::QuickGelu => return super::fused::sigmoid_gate(xs, 1.702),
+                Self::Silu => return super::fused::sigmoid_gate(xs, 1.0),
+                _ => {}
+            }
+        }
         match self {
             Self::Gelu => xs.gelu_erf(),
             Self::GeluPytorchTanh => xs.gelu(),
