@@ -3,7 +3,9 @@
 //! Follows transformers' `PatchMerger` (LayerNorm; RMSNorm in Qwen2.5-VL), `ln_q`, `mlp.0`, `mlp.2`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::nn::Linear;
 
 use crate::nn::Norm;
 
@@ -22,8 +24,8 @@ impl PatchMerger {
         let hidden = width * unit;
         Ok(Self {
             ln_q,
-            mlp_0: candle_nn::linear(hidden, hidden, vb.pp("mlp.0"))?,
-            mlp_2: candle_nn::linear(hidden, out_dim, vb.pp("mlp.2"))?,
+            mlp_0: crate::nn::linear(hidden, hidden, vb.pp("mlp.0"))?,
+            mlp_2: crate::nn::linear(hidden, out_dim, vb.pp("mlp.2"))?,
             unit,
         })
     }

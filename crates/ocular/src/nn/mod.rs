@@ -4,8 +4,10 @@
 mod activation;
 mod attention;
 pub(crate) mod fused;
+mod linear;
 mod norm;
 
 pub use activation::Activation;
 pub use attention::{causal_mask, repeat_kv, scaled_dot_product_attention};
+pub use linear::{linear, linear_b, Linear};
 pub use norm::Norm;

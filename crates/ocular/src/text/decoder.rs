@@ -3,11 +3,11 @@
 //! Positions arrive as cos/sin tables so that 1-D RoPE and M-RoPE both plug in.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::kv_cache::KvCache;
 use super::rope::apply_rotary;
-use crate::nn::{causal_mask, repeat_kv, scaled_dot_product_attention, Activation, Norm};
+use crate::nn::{causal_mask, repeat_kv, scaled_dot_product_attention, Activation, Linear, Norm};
 
 /// The shape of a decoder, taken from a family's config.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl DecoderSpec {
 }
 
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
-    candle_nn::linear_b(in_dim, out_dim, bias, vb)
+    crate::nn::linear_b(in_dim, out_dim, bias, vb)
 }
 
 struct SelfAttention {
@@ -234,7 +234,7 @@ impl CausalDecoder {
         let norm = Norm::rms(spec.hidden_size, spec.rms_norm_eps, vb.pp("norm"))?;
         let lm_head = match head {
             Head::Tied => Linear::new(embed_tokens.embeddings().clone(), None),
-            Head::Own(vb) => candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, vb)?,
+            Head::Own(vb) => crate::nn::linear_b(spec.hidden_size, spec.vocab_size, false, vb)?,
         };
         Ok(Self { embed_tokens, layers, norm, lm_head, spec })
     }

@@ -5,11 +5,11 @@
 //! blocks, windows); 2-D rotary positions carry the layout.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::qwen2_layout::{frame_segments, patch_positions, window_order};
 use super::qwen2_vit_config::{BlockKind, VitSpec};
-use crate::nn::{scaled_dot_product_attention, Activation, Norm};
+use crate::nn::{scaled_dot_product_attention, Activation, Linear, Norm};
 use crate::text::rope::apply_rotary;
 
 const NORM_EPS: f64 = 1e-6; // fixed in the reference, not configurable
@@ -88,14 +88,14 @@ impl Block {
         let m = vb.pp("mlp");
         let mlp = match s.block {
             BlockKind::LayerNormMlp => Mlp::Plain {
-                fc1: candle_nn::linear(w, h, m.pp("fc1"))?,
-                fc2: candle_nn::linear(h, w, m.pp("fc2"))?,
+                fc1: crate::nn::linear(w, h, m.pp("fc1"))?,
+                fc2: crate::nn::linear(h, w, m.pp("fc2"))?,
                 act: s.act,
             },
             BlockKind::RmsNormSwiGlu => Mlp::Gated {
-                gate_proj: candle_nn::linear(w, h, m.pp("gate_proj"))?,
-                up_proj: candle_nn::linear(w, h, m.pp("up_proj"))?,
-                down_proj: candle_nn::linear(h, w, m.pp("down_proj"))?,
+                gate_proj: crate::nn::linear(w, h, m.pp("gate_proj"))?,
+                up_proj: crate::nn::linear(w, h, m.pp("up_proj"))?,
+                down_proj: crate::nn::linear(h, w, m.pp("down_proj"))?,
                 act: s.act,
             },
         };
@@ -103,8 +103,8 @@ impl Block {
         Ok(Self {
             norm1: norm("norm1")?,
             attn: Attention {
-                qkv: candle_nn::linear(w, 3 * w, a.pp("qkv"))?,
-                proj: candle_nn::linear(w, w, a.pp("proj"))?,
+                qkv: crate::nn::linear(w, 3 * w, a.pp("qkv"))?,
+                proj: crate::nn::linear(w, w, a.pp("proj"))?,
                 num_heads: s.num_heads,
             },
             norm2: norm("norm2")?,

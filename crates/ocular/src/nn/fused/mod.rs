@@ -1,6 +1,6 @@
 //! Training kernels with their own backward pass, for f32 tensors on the CPU: softmax (with the
-//! attention's scale and additive mask folded in), layer/RMS norm, rotary positions and the
-//! sigmoid-gated activations (SiLU, quick GELU). Candle's fused kernels have no backward pass,
+//! attention's scale and additive mask folded in), layer/RMS norm, rotary positions, the
+//! sigmoid-gated activations (SiLU, quick GELU) and a linear layer's bias. Candle's fused kernels have no backward pass,
 //! and its composed formulas make a pass over memory, and an allocation, for every elementary
 //! operation and again for each one's gradient; the attention scores, (heads, queries, keys)
 //! per image or packed sequence, are the largest tensors a training step makes. Each kernel
@@ -10,11 +10,13 @@
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
 
+mod bias;
 mod gate;
 mod norm;
 mod rope;
 mod softmax;
 
+pub use bias::add_bias;
 pub use gate::sigmoid_gate;
 pub use norm::norm;
 pub use rope::rope;
