@@ -1,5 +1,7 @@
-//! Building blocks shared by every vision tower and language model: activations and attention.
-//! Written once here so that CLIP, Llama and later families compose them instead of repeating them.
+//! Building blocks shared by every vision tower and language model: activations, attention,
+//! norms and linear layers. Written once here so that CLIP, Llama and later families compose
+//! them instead of repeating them; `fused` holds the CPU training kernels they switch to when
+//! gradients flow.
 
 mod activation;
 mod attention;
