@@ -12,30 +12,28 @@ pub fn scaled_dot_product_attention(
     scale: f64,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let dtype = q.dtype();
-    let q = q.contiguous()?;
-    let training = q.track_op() || k.track_op() || v.track_op();
-    let flat_mask = mask.is_none_or(|m| m.rank() == 2);
-    if training && super::fused::usable(&q) && flat_mask {
+    let probs = attention_weights(q, k, scale, mask)?.to_dtype(q.dtype())?;
+    // (batch, heads, q_len, head_dim)
+    probs.matmul(&v.contiguous()?)
+}
+
+/// The attention weights softmax(q k^T * scale + mask), (batch, heads, q_len, kv_len), in f32.
+pub fn attention_weights(q: &Tensor, k: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+    if scores.track_op() && super::fused::usable(&scores) && mask.is_none_or(|m| m.rank() == 2) {
         // One pass forward and back over the scores, the largest tensor of a training step.
-        let scores = q.matmul(&k.t()?.contiguous()?)?;
-        let probs = super::fused::softmax(&scores, scale as f32, mask)?;
-        return probs.matmul(&v.contiguous()?);
+        return super::fused::softmax(&scores, scale as f32, mask);
     }
-    // (batch, heads, q_len, kv_len)
-    let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
+    let mut scores = (scores * scale)?.to_dtype(DType::F32)?;
     if let Some(mask) = mask {
         scores = scores.broadcast_add(mask)?;
     }
-    // The fused softmax has no backward pass; training takes the composed one.
-    let probs = if scores.track_op() {
-        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
+    // Candle's fused softmax has no backward pass; training elsewhere takes the composed one.
+    if scores.track_op() {
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)
     } else {
-        candle_nn::ops::softmax_last_dim(&scores)?
-    };
-    let probs = probs.to_dtype(dtype)?;
-    // (batch, heads, q_len, head_dim)
-    probs.matmul(&v.contiguous()?)
+        candle_nn::ops::softmax_last_dim(&scores)
+    }
 }
 
 /// Additive causal mask (q_len, offset + q_len) for queries at positions offset.. over all keys so far.

@@ -10,6 +10,6 @@ mod linear;
 mod norm;
 
 pub use activation::Activation;
-pub use attention::{causal_mask, repeat_kv, scaled_dot_product_attention};
+pub use attention::{attention_weights, causal_mask, repeat_kv, scaled_dot_product_attention};
 pub use linear::{linear, linear_b, Linear};
 pub use norm::Norm;

@@ -7,7 +7,7 @@ use candle_nn::{Embedding, VarBuilder};
 
 use super::kv_cache::KvCache;
 use super::rope::apply_rotary;
-use crate::nn::{causal_mask, repeat_kv, scaled_dot_product_attention, Activation, Linear, Norm};
+use crate::nn::{attention_weights, causal_mask, repeat_kv, scaled_dot_product_attention, Activation, Linear, Norm};
 
 /// The shape of a decoder, taken from a family's config.
 #[derive(Debug, Clone)]
@@ -112,9 +112,7 @@ impl SelfAttention {
         let q = apply_rotary(&q.contiguous()?, &rot.cos.index_select(&rows, 0)?, &rot.sin.index_select(&rows, 0)?)?;
         let k = repeat_kv(&apply_rotary(&k.contiguous()?, &rot.cos, &rot.sin)?, self.num_heads / self.num_kv_heads)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(candle_core::DType::F32)?;
-        let scores = scores.broadcast_add(&mask.index_select(&rows, 0)?)?;
-        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?.squeeze(0)
+        attention_weights(&q, &k, scale, Some(&mask.index_select(&rows, 0)?))?.squeeze(0)
     }
 
     /// One new token for each of several sequences: x (seqs, 1, hidden). The projections run

@@ -74,4 +74,10 @@ mod tests {
         let (x, b) = (random(&[2, 3, 6], 10), random(&[6], 11));
         same_value_and_grads(&[x, b], |t| add_bias(&t[0], &t[1]).unwrap(), |t| t[0].broadcast_add(&t[1]).unwrap());
     }
+
+    #[test]
+    fn a_bias_that_does_not_fit_the_input_is_refused_by_size() {
+        let err = add_bias(&random(&[2, 6], 10), &random(&[4], 11)).unwrap_err().to_string();
+        assert!(err.contains("bias of 4 values for an input of shape [2, 6]"), "{err}");
+    }
 }

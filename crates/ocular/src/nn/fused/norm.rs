@@ -177,4 +177,11 @@ mod tests {
         );
         same_value_and_grads(&[x, w], |t| norm(&t[0], &t[1], None, 1e-5).unwrap(), |t| composed(t, false));
     }
+
+    #[test]
+    fn a_weight_that_does_not_fit_the_input_is_refused_by_size() {
+        let (x, w) = (random(&[2, 8], 2), random(&[6], 3));
+        let err = norm(&x, &w, None, 1e-5).unwrap_err().to_string();
+        assert!(err.contains("norm weight has 6 values, input is [2, 8]"), "{err}");
+    }
 }

@@ -77,4 +77,11 @@ mod tests {
             |t| candle_nn::rotary_emb::rope_slow(&t[0], &cos, &sin).unwrap(),
         );
     }
+
+    #[test]
+    fn cos_and_sin_too_short_for_the_input_are_refused() {
+        let (x, cos, sin) = (random(&[1, 1, 5, 8], 5), random(&[3, 4], 6), random(&[3, 4], 7));
+        let err = rope(&x, &cos, &sin).unwrap_err().to_string();
+        assert!(err.contains("rope: input [1, 1, 5, 8] does not fit cos/sin of 12 values"), "{err}");
+    }
 }
