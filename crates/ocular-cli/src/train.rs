@@ -91,6 +91,7 @@ pub fn main(args: Args) -> Result<()> {
         let line = p.position.map_or(line.clone(), |q| format!("{line}  position {q:.4}"));
         let line = p.pointer.map_or(line.clone(), |q| format!("{line}  pointer {q:.4}"));
         let line = p.object_box.map_or(line.clone(), |q| format!("{line}  box {q:.4}"));
+        let line = p.inventory.map_or(line.clone(), |q| format!("{line}  inventory {q:.4}"));
         for skipped in &p.skipped {
             eprintln!("{}skipped {skipped}", if terminal { "\r" } else { "" });
         }

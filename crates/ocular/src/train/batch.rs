@@ -12,10 +12,11 @@
 
 use candle_core::{Device, Tensor};
 
+use super::inventory::{inventories, Inventory};
 use super::model::TrainModel;
 use super::object_box::{box_digits, ObjectBox};
 use super::pointer::{covered_cells, Pointer};
-use super::scenes::Example;
+use super::scenes::{Example, Scene};
 pub use super::turns::Chat;
 use super::turns::{common_prefix, render_turns, Single};
 use crate::error::{Error, Result};
@@ -42,6 +43,8 @@ pub struct Sample {
     /// Each of those answers' objects: the image tokens it covers and its box
     /// (`train::object_box`).
     pub boxes: Vec<ObjectBox>,
+    /// Each image's tally at its end token (`train::inventory`).
+    pub inventories: Vec<Inventory>,
 }
 
 pub fn media(example: &Example) -> Media {
@@ -77,7 +80,19 @@ pub fn sample(model: &dyn TrainModel, chat: &Chat, group: &[Example]) -> Result<
         .iter()
         .map(|e| render_turns(model, chat, &[user_message(e), Message::assistant(&e.answer)], &media, usize::MAX))
         .collect::<Result<_>>()?;
-    pack(model, singles, group)
+    let mut sample = pack(model, singles, group)?;
+    sample.inventories = inventory_labels(model, &sample.prepared.ids, &first.scenes)?;
+    Ok(sample)
+}
+
+/// The tallies of `scenes` at their image end tokens in `ids`: once each when the images lie
+/// in the shared prefix, in every branch when each branch holds its own copy of them.
+fn inventory_labels(model: &dyn TrainModel, ids: &[u32], scenes: &[Scene]) -> Result<Vec<Inventory>> {
+    let end = model.as_qwen2_vl().and_then(|q| q.tokenizer().token_id("<|vision_end|>"));
+    let (Some(end), false) = (end, scenes.is_empty()) else { return Ok(Vec::new()) };
+    let copies = (ids.iter().filter(|&&t| t == end).count() / scenes.len()).max(1);
+    let scenes: Vec<Scene> = scenes.iter().cycle().take(copies * scenes.len()).cloned().collect();
+    inventories(ids, end, &scenes)
 }
 
 /// One of the user's conversations (`train::conversations`) as a training sequence: every
@@ -147,6 +162,7 @@ fn pack(model: &dyn TrainModel, singles: Vec<Single>, examples: &[Example]) -> R
         answers,
         pointers,
         boxes,
+        inventories: Vec::new(),
     })
 }
 

@@ -150,6 +150,11 @@ pub struct Optim {
     /// `position_weight` against the answers; 0: none.
     pub position_layer: usize,
     pub position_weight: f64,
+    /// With `k` > 0, a throwaway head on the language model's stream after its first `k`
+    /// layers learns, at each image's end token, what the image holds (see
+    /// `train::inventory`), weighted `inventory_weight` against the answers; 0: none.
+    pub inventory_layer: usize,
+    pub inventory_weight: f64,
     /// With `k` > 0, head `pointer_head` of the language model's layer after its first `k`
     /// learns to look at the object a grounding answer boxes (see `train::pointer`), weighted
     /// `pointer_weight` against the answers; 0: none.
@@ -243,6 +248,8 @@ impl Default for Optim {
             loss_weighting: LossWeighting::Token,
             position_layer: 0,
             position_weight: 1.0,
+            inventory_layer: 0,
+            inventory_weight: 1.0,
             pointer_layer: 0,
             pointer_head: 0,
             pointer_weight: 1.0,
@@ -331,6 +338,7 @@ impl TrainConfig {
             ("dense.warmup_steps", d.warmup_steps > 0),
             ("dense.weight", d.weight > 0.0),
             ("optim.position_layer", o.position_layer > 0),
+            ("optim.inventory_layer", o.inventory_layer > 0),
             ("optim.pointer_layer", o.pointer_layer > 0),
             ("optim.box_layer", o.box_layer > 0),
         ]
@@ -349,6 +357,15 @@ impl TrainConfig {
         }
         if !(o.vision_lr_scale >= 0.0) {
             return Err(format!("optim.vision_lr_scale {} must be 0 or more", o.vision_lr_scale));
+        }
+        let aux = [
+            ("position_weight", o.position_weight),
+            ("inventory_weight", o.inventory_weight),
+            ("pointer_weight", o.pointer_weight),
+            ("box_weight", o.box_weight),
+        ];
+        if let Some((name, w)) = aux.iter().find(|(_, w)| !(*w >= 0.0)) {
+            return Err(format!("optim.{name} {w} must be 0 or more"));
         }
         let head_dim = m.text_hidden / m.text_heads.max(1);
         if m.text_heads == 0 || m.text_hidden % m.text_heads != 0 || head_dim % 4 != 0 {

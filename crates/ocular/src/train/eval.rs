@@ -255,7 +255,16 @@ mod tests {
 
     fn example(kind: Task, answer: &str, target_box: Option<[f32; 4]>) -> Example {
         let images = vec![::image::RgbImage::new(200, 100)];
-        Example { kind, images, video: None, question: "?".into(), answer: answer.into(), target_box, focus: vec![] }
+        Example {
+            kind,
+            images,
+            video: None,
+            question: "?".into(),
+            answer: answer.into(),
+            target_box,
+            focus: vec![],
+            scenes: vec![],
+        }
     }
 
     fn said(answer: &str) -> Prediction {

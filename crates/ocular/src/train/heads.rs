@@ -1,7 +1,8 @@
 //! The throwaway heads a run trains beside the model: the dense head on the vision tokens
 //! (`train::dense`; its box labels in a file of their own, so they can join a finished
 //! warm-up), the position head on the language model's image tokens (`train::position`) and
-//! the object box head on those an answer's object covers (`train::object_box`).
+//! the object box head on those an answer's object covers (`train::object_box`) and the
+//! inventory head on each image's end token (`train::inventory`).
 //! Each keeps its variables in a map of its own, saved with checkpoints and left out of the
 //! finished model folder.
 
@@ -12,6 +13,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::config::TrainConfig;
 use super::dense::DenseHead;
+use super::inventory::InventoryHead;
 use super::model::TrainModel;
 use super::object_box::BoxHead;
 use super::pointer;
@@ -28,6 +30,8 @@ pub const BOX_HEAD_FILE: &str = "box_head.safetensors";
 pub const POSITION_HEAD_FILE: &str = "position_head.safetensors";
 /// The object box head's variables in a checkpoint.
 pub const OBJECT_BOX_HEAD_FILE: &str = "object_box_head.safetensors";
+/// The inventory head's variables in a checkpoint.
+pub const INVENTORY_HEAD_FILE: &str = "inventory_head.safetensors";
 
 pub struct Heads {
     pub dense: Option<(DenseHead, VarMap)>,
@@ -35,6 +39,7 @@ pub struct Heads {
     pub boxes: Option<VarMap>,
     pub position: Option<(PositionHead, VarMap)>,
     pub object_box: Option<(BoxHead, VarMap)>,
+    pub inventory: Option<(InventoryHead, VarMap)>,
 }
 
 impl Heads {
@@ -86,7 +91,10 @@ impl Heads {
         let object_box = stream_head("box_layer", o.box_layer, layers, OBJECT_BOX_HEAD_FILE, from, |vb| {
             BoxHead::new(vb, hidden, o.box_layer)
         })?;
-        Ok(Self { dense, boxes, position, object_box })
+        let inventory = stream_head("inventory_layer", o.inventory_layer, layers, INVENTORY_HEAD_FILE, from, |vb| {
+            InventoryHead::new(vb, hidden, o.inventory_layer)
+        })?;
+        Ok(Self { dense, boxes, position, object_box, inventory })
     }
 
     /// The heads `config` asks for `model`: only a Qwen2-VL model has the merged vision grid
@@ -103,7 +111,7 @@ impl Heads {
                 model.info().model_type
             )));
         }
-        Ok(Self { dense: None, boxes: None, position: None, object_box: None })
+        Ok(Self { dense: None, boxes: None, position: None, object_box: None, inventory: None })
     }
 
     /// Every head's variables.
@@ -114,6 +122,7 @@ impl Heads {
             .chain(&self.boxes)
             .chain(self.position.iter().map(|(_, v)| v))
             .chain(self.object_box.iter().map(|(_, v)| v))
+            .chain(self.inventory.iter().map(|(_, v)| v))
     }
 
     /// The question-step heads (variable prefix, file) that a resume from `checkpoint` starts
@@ -122,6 +131,7 @@ impl Heads {
         [
             (self.position.is_some(), "position_head", POSITION_HEAD_FILE),
             (self.object_box.is_some(), "object_box_head", OBJECT_BOX_HEAD_FILE),
+            (self.inventory.is_some(), "inventory_head", INVENTORY_HEAD_FILE),
         ]
         .into_iter()
         .filter(|&(wanted, _, file)| wanted && !checkpoint.join(file).is_file())
@@ -147,6 +157,9 @@ impl Heads {
         }
         if let Some((_, vars)) = &self.object_box {
             vars.save(dir.join(OBJECT_BOX_HEAD_FILE))?;
+        }
+        if let Some((_, vars)) = &self.inventory {
+            vars.save(dir.join(INVENTORY_HEAD_FILE))?;
         }
         Ok(())
     }

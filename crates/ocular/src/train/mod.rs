@@ -8,6 +8,7 @@ pub mod dense;
 pub mod eval;
 pub mod folder;
 mod heads;
+pub mod inventory;
 mod loss;
 pub mod model;
 pub mod object_box;

@@ -21,6 +21,8 @@ pub struct Progress {
     pub pointer: Option<f32>,
     /// The object box head's loss (see `train::object_box`), with `optim.box_layer`.
     pub object_box: Option<f32>,
+    /// The inventory head's loss (see `train::inventory`), with `optim.inventory_layer`.
+    pub inventory: Option<f32>,
     /// This stage's pace so far.
     pub rate: Rate,
     pub eta_secs: f64,

@@ -1,14 +1,16 @@
 //! The question steps' own auxiliary losses, each read from a tap of the language model's
 //! stream after some of its layers: the position head's on the image tokens
 //! (`train::position`), the object box head's on those an answer's object covers
-//! (`train::object_box`) and the pointer's on the attention of one head (`train::pointer`).
-//! Always in that order: the taps asked for, the parts returned and the weights.
+//! (`train::object_box`), the pointer's on the attention of one head (`train::pointer`) and
+//! the inventory head's on each image's end token (`train::inventory`). Always in that
+//! order: the taps asked for, the parts returned and the weights.
 
 use candle_core::Tensor;
 
 use super::batch::Sample;
 use super::config::TrainConfig;
 use super::heads::Heads;
+use super::inventory::InventoryHead;
 use super::object_box::BoxHead;
 use super::parallel::Part;
 use super::pointer;
@@ -18,7 +20,7 @@ use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::MediaKind;
 
 /// How many auxiliary losses there are (asked for or not).
-pub const AUX_LOSSES: usize = 3;
+pub const AUX_LOSSES: usize = 4;
 
 /// The auxiliary losses a run asks for, and the layers whose output stream they read.
 pub struct QuestionAux<'a> {
@@ -26,6 +28,7 @@ pub struct QuestionAux<'a> {
     position: Option<&'a PositionHead>,
     object_box: Option<&'a BoxHead>,
     pointer_layer: Option<usize>,
+    inventory: Option<&'a InventoryHead>,
 }
 
 impl<'a> QuestionAux<'a> {
@@ -37,6 +40,7 @@ impl<'a> QuestionAux<'a> {
             position: heads.position.as_ref().filter(|_| on).map(|(h, _)| h),
             object_box: heads.object_box.as_ref().filter(|_| on).map(|(h, _)| h),
             pointer_layer: (on && o.pointer_layer > 0).then_some(o.pointer_layer),
+            inventory: heads.inventory.as_ref().filter(|_| on).map(|(h, _)| h),
         }
     }
 
@@ -47,6 +51,7 @@ impl<'a> QuestionAux<'a> {
             heads.position.as_ref().map(|_| o.position_weight),
             heads.object_box.as_ref().map(|_| o.box_weight),
             (o.pointer_layer > 0).then_some(o.pointer_weight),
+            heads.inventory.as_ref().map(|_| o.inventory_weight),
         ]
     }
 
@@ -57,6 +62,7 @@ impl<'a> QuestionAux<'a> {
             .into_iter()
             .chain(self.object_box.map(BoxHead::layer))
             .chain(self.pointer_layer)
+            .chain(self.inventory.map(InventoryHead::layer))
             .collect()
     }
 
@@ -92,6 +98,10 @@ impl<'a> QuestionAux<'a> {
             }
             _ => None,
         };
-        Ok([position, object_box, pointer])
+        let inventory = match (self.inventory, self.inventory.and_then(|_| tapped.next())) {
+            (Some(head), Some(stream)) => head.part(&stream, &s.inventories)?,
+            _ => None,
+        };
+        Ok([position, object_box, pointer, inventory])
     }
 }

@@ -162,14 +162,14 @@ impl Trainer {
 
     /// [`Self::sample_part`], and with `with_aux`, the question steps' auxiliary losses
     /// (`train::question_aux`) the config asks for.
-    fn sample_parts(&self, s: &Sample, weighting: LossWeighting, with_aux: bool) -> Result<[Option<Part>; 4]> {
+    fn sample_parts(&self, s: &Sample, weighting: LossWeighting, with_aux: bool) -> Result<[Option<Part>; 5]> {
         let train_vision = self.config.optim.vision_lr_scale > 0.0;
         let aux = QuestionAux::new(&self.config, &self.heads, with_aux);
         let (logits, tapped) =
             self.model.logits_packed_tapped(&s.prepared, &s.positions, &s.mask, &s.rows, train_vision, &aux.taps())?;
-        let [position, object_box, pointer] = match self.model.as_qwen2_vl() {
+        let [position, object_box, pointer, inventory] = match self.model.as_qwen2_vl() {
             Some(qwen) => aux.parts(qwen, s, tapped)?,
-            None => [None, None, None],
+            None => [None, None, None, None],
         };
         let targets = Tensor::new(s.targets.as_slice(), logits.device())?;
         let nll =
@@ -183,7 +183,7 @@ impl Trainer {
                 Part { sum, count: s.answers.len() as f64 }
             }
         };
-        Ok([Some(answers), position, object_box, pointer])
+        Ok([Some(answers), position, object_box, pointer, inventory])
     }
 
     /// The answers' summed cross-entropy over `samples`, weighted as `weighting` says, and the
@@ -286,13 +286,13 @@ impl Trainer {
         let dense_parts = self.heads.dense.as_ref().map_or(0, |(h, _)| h.part_count());
         let (answers, dense, aux) = match item {
             Item::Sample(s) => {
-                let [answers, position, object_box, pointer] = self.sample_parts(s, weighting, true)?;
-                (answers, (0..dense_parts).map(|_| None).collect(), [position, object_box, pointer])
+                let [answers, position, object_box, pointer, inventory] = self.sample_parts(s, weighting, true)?;
+                (answers, (0..dense_parts).map(|_| None).collect(), [position, object_box, pointer, inventory])
             }
             Item::Dense(dense) => {
                 let (head, _) = self.heads.dense.as_ref().expect("dense items are drawn for a dense head only");
                 let qwen = self.model.as_qwen2_vl().expect("heads are built for Qwen2-VL models only");
-                (None, head.parts(qwen, dense)?, [None, None, None])
+                (None, head.parts(qwen, dense)?, [None, None, None, None])
             }
         };
         let on = self.aux_weights().map(|w| w.is_some());
@@ -341,7 +341,8 @@ impl Trainer {
             let dense = (!dense_items.is_empty()).then(|| DenseParts::from_means(&computed.means[1..=dense_parts]));
             // Each asked-for question-step loss's mean, in aux_weights' order; None where not asked.
             let mut means = computed.means[1 + dense_parts..].iter().copied();
-            let [position, object_box, pointer] = self.aux_weights().map(|w| w.and_then(|_| means.next().flatten()));
+            let [position, object_box, pointer, inventory] =
+                self.aux_weights().map(|w| w.and_then(|_| means.next().flatten()));
             // What the step reports: the dense loss in the warm-up, the answers' after.
             let (loss, lr) = if warm {
                 // A short linear ramp, then constant or cosine: the warm-up is a stage of its own.
@@ -386,6 +387,7 @@ impl Trainer {
                 position,
                 pointer,
                 object_box,
+                inventory,
                 rate: if warm {
                     Rate::ImagesPerSec(images as f64 / timed[0].1.max(1e-9))
                 } else {

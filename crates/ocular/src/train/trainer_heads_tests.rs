@@ -405,3 +405,54 @@ fn stream_heads_start_seeded_and_resume_from_the_checkpoint() {
     assert_eq!(weights(&Trainer::new(config, true).unwrap()), trained);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The inventory head ([optim] inventory_layer) labels each image's `<|vision_end|>` token
+/// with that image's scene's tally (two for a comparison of two images, none for a video),
+/// starts at chance, trains, stays out of the model folder, and a layer past the model's is
+/// refused by name.
+#[test]
+fn the_inventory_head_learns_each_image_s_tally_at_its_end_token() {
+    use crate::train::dense::{inventory_classes, COUNT_CLASSES};
+    use crate::train::heads::INVENTORY_HEAD_FILE;
+    let out = scratch("train-inventory");
+    let mut config = tiny(&out, 3);
+    config.optim.inventory_layer = 1;
+    let trainer = Trainer::new(config.clone(), false).unwrap();
+    let end = trainer.model.tokenizer().token_id("<|vision_end|>").unwrap();
+    let mut generator = crate::train::scenes::Generator::new(5, config.data.clone());
+    let mut kinds = std::collections::HashSet::new();
+    while kinds.len() < 3 {
+        let group = generator.group(3);
+        let s = sample(trainer.model.as_ref(), &trainer.chat, &group).unwrap();
+        let first = &group[0];
+        kinds.insert(first.images.len());
+        assert_eq!(s.inventories.len(), first.images.len(), "{:?}", first.kind);
+        assert_eq!(first.scenes.len(), first.images.len());
+        for (label, scene) in s.inventories.iter().zip(&first.scenes) {
+            assert_eq!(s.prepared.ids[label.row as usize], end);
+            assert_eq!((label.counts.clone(), label.pairs.clone()), inventory_classes(scene));
+        }
+    }
+    let head_weight = |t: &Trainer| {
+        let data = t.heads.inventory.as_ref().unwrap().1.data().lock().unwrap();
+        data["inventory_head.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let before = head_weight(&trainer);
+    let mut trainer = trainer;
+    let mut seen = vec![];
+    trainer.run(&mut |p| seen.push(p.inventory)).unwrap();
+    // Per label: 9-way counts and 2-way presence, so chance is between ln 2 and ln 9.
+    let first = seen[0].expect("the first step has images");
+    assert!(first > 2f32.ln() && first < (COUNT_CLASSES as f32).ln(), "{seen:?}");
+    assert_ne!(head_weight(&trainer), before);
+    let saved = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(saved.keys().all(|k| !k.starts_with("inventory_head")), "{:?}", saved.keys());
+    assert!(out.join("checkpoint").join(INVENTORY_HEAD_FILE).is_file());
+    config.optim.inventory_layer = 2;
+    let e = Trainer::new(config.clone(), false).err().expect("the tiny model has 1 layer").to_string();
+    assert!(e.contains("optim.inventory_layer 2") && e.contains("1 layers"), "{e}");
+    config.optim.inventory_weight = -1.0;
+    let e = config.validate().unwrap_err();
+    assert!(e.contains("optim.inventory_weight -1"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}

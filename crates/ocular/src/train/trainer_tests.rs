@@ -244,6 +244,7 @@ fn check_gradients(base: &str, fixture: &str, full: usize) {
         answer: "blue".into(),
         target_box: None,
         focus: vec![],
+        scenes: vec![],
     };
     let s = sample(trainer.model.as_ref(), &trainer.chat, &[example]).unwrap();
     let ids: Vec<u32> = want["ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();

@@ -43,7 +43,7 @@ use candle_nn::{Linear, Module, VarBuilder};
 
 mod labels;
 
-use labels::{
+pub(crate) use labels::{
     box_tenths, colours_with_centres, count_classes, inventory_classes, motion_labels, object_tokens, order_classes,
     relation_classes, shape_class, size_class, BACKGROUND, BOX_BINS, COLOUR_CLASSES, COUNT_CLASSES, INVENTORY_COUNTS,
     INVENTORY_PAIRS, NO_CENTRE,

@@ -94,6 +94,9 @@ pub struct Example {
     /// object is (captions, absent objects, comparisons, videos). `[optim] pointer_objects`
     /// teaches the answer to look there (`train::pointer`).
     pub focus: Vec<[f32; 4]>,
+    /// The scenes `images` show, in order (empty for a video): what the question steps'
+    /// inventory labels are read from (`train::inventory`).
+    pub scenes: Vec<Scene>,
 }
 
 impl Example {

@@ -193,10 +193,10 @@ impl Built {
     }
 
     pub fn render(self) -> Example {
-        let (images, video) = if self.kind == Task::Video {
-            (Vec::new(), Some(render_frames(&self.scenes)))
+        let (images, video, scenes) = if self.kind == Task::Video {
+            (Vec::new(), Some(render_frames(&self.scenes)), Vec::new())
         } else {
-            (self.scenes.iter().map(Scene::render).collect(), None)
+            (self.scenes.iter().map(Scene::render).collect(), None, self.scenes)
         };
         Example {
             kind: self.kind,
@@ -206,6 +206,7 @@ impl Built {
             answer: self.answer,
             target_box: self.target_box,
             focus: self.focus,
+            scenes,
         }
     }
 }
