@@ -16,7 +16,7 @@ use super::inventory::{inventories, Inventory};
 use super::model::TrainModel;
 use super::object_box::{box_digits, ObjectBox};
 use super::pointer::{covered_cells, Pointer};
-use super::scenes::{Example, Scene};
+use super::scenes::{Example, Scene, Task};
 pub use super::turns::Chat;
 use super::turns::{common_prefix, render_turns, Single};
 use crate::error::{Error, Result};
@@ -208,12 +208,26 @@ fn pointer(
         )));
     }
     let queries = rows.map(|i| packed(i) as u32).collect();
+    // A count or existence answer may look at the image's tally instead (`pointer_tally`).
+    let tallied = example.kind == Task::Count
+        || (example.kind == Task::Attribute && matches!(example.answer.as_str(), "yes" | "no"));
+    let tally = match tallied {
+        false => vec![],
+        true => {
+            let end = tokens
+                .last()
+                .map(|&t| t + 1)
+                .filter(|&i| own.get(i).is_some_and(|&t| Some(t) == tokenizer.token_id("<|vision_end|>")));
+            let end = end.ok_or_else(|| Error::Invalid("pointer labels: no <|vision_end|> after the image".into()))?;
+            vec![packed(end) as u32]
+        }
+    };
     if absent {
         let start = tokens[0].checked_sub(1).filter(|&i| Some(own[i]) == tokenizer.token_id("<|vision_start|>"));
         let start =
             start.ok_or_else(|| Error::Invalid("pointer labels: no <|vision_start|> before the image".into()))?;
         return Ok(Some((
-            Pointer { queries, keys: vec![packed(start) as u32], grounding: false, absent: true },
+            Pointer { queries, keys: vec![packed(start) as u32], grounding: false, absent: true, tally },
             vec![],
         )));
     }
@@ -229,7 +243,7 @@ fn pointer(
     let mut keys: Vec<u32> = boxes.iter().flat_map(|b| b.keys.iter().copied()).collect();
     keys.sort_unstable();
     keys.dedup();
-    Ok(Some((Pointer { queries, keys, grounding, absent: false }, boxes)))
+    Ok(Some((Pointer { queries, keys, grounding, absent: false, tally }, boxes)))
 }
 
 /// Causal within the prefix and within each branch; a branch also sees the whole prefix.

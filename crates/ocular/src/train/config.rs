@@ -167,6 +167,10 @@ pub struct Optim {
     /// With `pointer_objects`, also every answer about objects the scene lacks (yes/no "no", a
     /// count of 0) learns to look at the image's `<|vision_start|>` token.
     pub pointer_absent: bool,
+    /// With `pointer_objects` and an `inventory_layer`, count and existence answers (present
+    /// or not) look at the image's `<|vision_end|>` token instead, where the inventory head
+    /// teaches the image's tally (see `train::inventory`).
+    pub pointer_tally: bool,
     /// With `k` > 0, a throwaway head on the language model's stream after its first `k`
     /// layers learns, at every image token an answer's object covers, the first two digits of
     /// each edge of that object's 0-1000 box (see `train::object_box`), weighted `box_weight`
@@ -255,6 +259,7 @@ impl Default for Optim {
             pointer_weight: 1.0,
             pointer_objects: false,
             pointer_absent: false,
+            pointer_tally: false,
             box_layer: 0,
             box_weight: 1.0,
         }
@@ -413,6 +418,8 @@ impl TrainConfig {
         for (name, set, needs, has) in [
             ("pointer_objects", o.pointer_objects, "pointer_layer", o.pointer_layer > 0),
             ("pointer_absent", o.pointer_absent, "pointer_objects", o.pointer_objects),
+            ("pointer_tally", o.pointer_tally, "pointer_objects", o.pointer_objects),
+            ("pointer_tally", o.pointer_tally, "inventory_layer", o.inventory_layer > 0),
         ] {
             if set && !has {
                 return Err(format!("optim.{name} needs optim.{needs}, which it extends"));

@@ -51,6 +51,21 @@ pub struct Pointer {
     pub grounding: bool,
     /// An answer about objects the scene lacks: its key is the image's start token.
     pub absent: bool,
+    /// A count or existence answer's alternative key, the image's end token, where the
+    /// inventory head teaches the image's tally (`[optim] pointer_tally`); else empty.
+    pub tally: Vec<u32>,
+}
+
+impl Pointer {
+    /// The keys this pointer teaches its rows to look at: the tally's with `tally` where it
+    /// has one, else its own.
+    pub fn targets(&self, tally: bool) -> &[u32] {
+        if tally && !self.tally.is_empty() {
+            &self.tally
+        } else {
+            &self.keys
+        }
+    }
 }
 
 /// The cells of a `grid` (`[rows, cols]` merged tokens, raster order) covering `bbox`
@@ -75,15 +90,20 @@ pub fn covered_cells(bbox: [f32; 4], size: [u32; 2], grid: [usize; 2]) -> Vec<us
 }
 
 /// The pointers `o` asks to supervise: boxes always; answers about objects with
-/// `pointer_objects`; those about missing objects with `pointer_absent` too.
+/// `pointer_objects`; those about missing objects with `pointer_absent` too, or, with
+/// `pointer_tally`, where they are counts or existence questions.
 pub fn supervised<'a>(pointers: &'a [Pointer], o: &Optim) -> Vec<&'a Pointer> {
-    pointers.iter().filter(|p| p.grounding || (o.pointer_objects && (!p.absent || o.pointer_absent))).collect()
+    let tallied = |p: &Pointer| o.pointer_tally && !p.tally.is_empty();
+    pointers
+        .iter()
+        .filter(|p| p.grounding || (o.pointer_objects && (!p.absent || o.pointer_absent || tallied(p))))
+        .collect()
 }
 
 /// Minus the log of the attention that head `head` of `weights` (heads, queries, seq; the
-/// queries of `pointers` one after another) puts on each pointer's keys, summed over the
-/// queries. `None` without pointers.
-pub fn part(weights: &Tensor, pointers: &[&Pointer], head: usize) -> Result<Option<Part>> {
+/// queries of `pointers` one after another) puts on each pointer's keys (its tally's with
+/// `tally`, see [`Pointer::targets`]), summed over the queries. `None` without pointers.
+pub fn part(weights: &Tensor, pointers: &[&Pointer], head: usize, tally: bool) -> Result<Option<Part>> {
     let n: usize = pointers.iter().map(|p| p.queries.len()).sum();
     if n == 0 {
         return Ok(None);
@@ -93,7 +113,7 @@ pub fn part(weights: &Tensor, pointers: &[&Pointer], head: usize) -> Result<Opti
     let mut row = 0;
     for p in pointers {
         for _ in &p.queries {
-            for &k in &p.keys {
+            for &k in p.targets(tally) {
                 on_box[row * seq + k as usize] = 1.0;
             }
             row += 1;
@@ -122,15 +142,19 @@ mod tests {
 
     #[test]
     fn which_pointers_are_supervised_follows_the_config() {
-        let pointer = |grounding, absent| Pointer { queries: vec![], keys: vec![], grounding, absent };
-        let all = [pointer(true, false), pointer(false, false), pointer(false, true)];
-        let kinds = |objects, absent| {
-            let o = Optim { pointer_objects: objects, pointer_absent: absent, ..Default::default() };
-            supervised(&all, &o).iter().map(|p| (p.grounding, p.absent)).collect::<Vec<_>>()
+        let pointer = |grounding, absent| Pointer { queries: vec![], keys: vec![], grounding, absent, tally: vec![] };
+        let counted = Pointer { tally: vec![3], ..pointer(false, true) };
+        let all = [pointer(true, false), pointer(false, false), pointer(false, true), counted];
+        let kinds = |objects, absent, tally| {
+            let o =
+                Optim { pointer_objects: objects, pointer_absent: absent, pointer_tally: tally, ..Default::default() };
+            supervised(&all, &o).iter().map(|p| (p.grounding, p.absent, p.tally.len())).collect::<Vec<_>>()
         };
-        assert_eq!(kinds(false, false), [(true, false)]);
-        assert_eq!(kinds(true, false), [(true, false), (false, false)]);
-        assert_eq!(kinds(true, true), [(true, false), (false, false), (false, true)]);
+        assert_eq!(kinds(false, false, false), [(true, false, 0)]);
+        assert_eq!(kinds(true, false, false), [(true, false, 0), (false, false, 0)]);
+        assert_eq!(kinds(true, true, false), [(true, false, 0), (false, false, 0), (false, true, 0), (false, true, 1)]);
+        // With the tally, an absent count or existence answer is supervised (at its tally).
+        assert_eq!(kinds(true, false, true), [(true, false, 0), (false, false, 0), (false, true, 1)]);
     }
 
     #[test]
@@ -140,16 +164,19 @@ mod tests {
             Tensor::new(&[[[0.5f32, 0.25, 0.25], [0.1, 0.1, 0.8]], [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]], &Device::Cpu)
                 .unwrap();
         let pointers = [
-            Pointer { queries: vec![7], keys: vec![1, 2], grounding: true, absent: false },
-            Pointer { queries: vec![9], keys: vec![0], grounding: false, absent: true },
+            Pointer { queries: vec![7], keys: vec![1, 2], grounding: true, absent: false, tally: vec![] },
+            Pointer { queries: vec![9], keys: vec![0], grounding: false, absent: true, tally: vec![2] },
         ];
         let pointers: Vec<&Pointer> = pointers.iter().collect();
-        let p = part(&w, &pointers, 0).unwrap().unwrap();
+        let p = part(&w, &pointers, 0, false).unwrap().unwrap();
         assert_eq!(p.count, 2.0);
         let want = -(0.5f32.ln() + 0.1f32.ln());
         assert!((p.sum.to_scalar::<f32>().unwrap() - want).abs() < 1e-6);
-        let p = part(&w, &pointers, 1).unwrap().unwrap();
+        // With the tally, the second pointer's row looks at key 2 instead of key 0.
+        let p = part(&w, &pointers, 0, true).unwrap().unwrap();
+        assert!((p.sum.to_scalar::<f32>().unwrap() + (0.5f32.ln() + 0.8f32.ln())).abs() < 1e-6);
+        let p = part(&w, &pointers, 1, false).unwrap().unwrap();
         assert!((p.sum.to_scalar::<f32>().unwrap() - (-(1e-9f32.ln()))).abs() < 1e-3);
-        assert!(part(&w, &[], 0).unwrap().is_none());
+        assert!(part(&w, &[], 0, false).unwrap().is_none());
     }
 }

@@ -94,7 +94,7 @@ impl<'a> QuestionAux<'a> {
             (Some(layer), Some(entering)) if !pointers.is_empty() => {
                 let queries: Vec<u32> = pointers.iter().flat_map(|p| p.queries.iter().copied()).collect();
                 let weights = model.attention_weights_packed(layer, &entering, &s.positions, &s.mask, &queries)?;
-                pointer::part(&weights, &pointers, o.pointer_head)?
+                pointer::part(&weights, &pointers, o.pointer_head, o.pointer_tally)?
             }
             _ => None,
         };

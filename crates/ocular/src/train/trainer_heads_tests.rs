@@ -456,3 +456,45 @@ fn the_inventory_head_learns_each_image_s_tally_at_its_end_token() {
     assert!(e.contains("optim.inventory_weight -1"), "{e}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Count and existence answers' pointers carry the image's `<|vision_end|>` token as their
+/// tally (what `pointer_tally` teaches them to look at), other answers none; the option needs
+/// `pointer_objects` and an inventory head, and a run with it reports the pointer part.
+#[test]
+fn count_and_existence_pointers_carry_the_image_s_end_token() {
+    let out = scratch("train-tally");
+    let mut config = tiny(&out, 2);
+    config.model.text_layers = 2;
+    (config.optim.pointer_layer, config.optim.pointer_objects) = (1, true);
+    config.data.tasks = vec![Task::Count, Task::Attribute];
+    let trainer = Trainer::new(config.clone(), false).unwrap();
+    let end = trainer.model.tokenizer().token_id("<|vision_end|>").unwrap();
+    let mut generator = crate::train::scenes::Generator::new(5, config.data.clone());
+    let (mut tallied, mut plain) = (0, 0);
+    for _ in 0..6 {
+        let group = generator.group(4);
+        let s = sample(trainer.model.as_ref(), &trainer.chat, &group).unwrap();
+        let asked = group.iter().filter(|e| e.kind == Task::Count || matches!(e.answer.as_str(), "yes" | "no")).count();
+        assert_eq!(s.pointers.iter().filter(|p| !p.tally.is_empty()).count(), asked);
+        for p in &s.pointers {
+            match p.tally.as_slice() {
+                [] => plain += 1,
+                [row] => {
+                    assert_eq!(s.prepared.ids[*row as usize], end);
+                    tallied += 1;
+                }
+                more => panic!("one tally token per answer: {more:?}"),
+            }
+        }
+    }
+    assert!(tallied > 0 && plain > 0, "{tallied} {plain}");
+    config.optim.pointer_tally = true;
+    let e = config.validate().unwrap_err();
+    assert!(e.contains("optim.pointer_tally needs optim.inventory_layer"), "{e}");
+    config.optim.inventory_layer = 1;
+    config.validate().unwrap();
+    let mut seen = vec![];
+    Trainer::new(config, false).unwrap().run(&mut |p| seen.push(p.pointer)).unwrap();
+    assert!(seen.iter().all(|p| p.is_some_and(f32::is_finite)), "{seen:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
