@@ -11,7 +11,9 @@
 //! `pointer_absent` too, an answer about objects the scene lacks ("is there a red circle?"
 //! "no"; "how many stars?" "0") learns to look at the image's `<|vision_start|>` token: a fixed
 //! place that means "nothing matches" (measured on the built-in model's run: no task moved
-//! beyond noise, configs/experiments/pointer-absent.toml). It trains the model's own weights,
+//! beyond noise, configs/experiments/pointer-absent.toml). With `pointer_tally`, count and
+//! existence answers look at the image's `<|vision_end|>` token instead, where the inventory
+//! head (`train::inventory`) teaches the image's tally. It trains the model's own weights,
 //! so it adds nothing to the saved folder.
 
 use candle_core::Tensor;
